@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// server is one HTTP server on one listener.
+type server struct {
+	name string // "public", "admin", ... for logs
+	srv  *http.Server
+	ln   net.Listener
+}
+
+// listen opens addr and pairs it with h. Every server gets bounded header
+// reads so a slow client cannot hold a connection open forever.
+func listen(name, addr string, h http.Handler, log *slog.Logger) (server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return server{}, fmt.Errorf("%s listener: %w", name, err)
+	}
+	return server{name: name, ln: ln, srv: &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}}, nil
+}
+
+// serveAll serves every server until ctx is done or one fails, then shuts all
+// of them down, draining in-flight requests for up to drain.
+func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, servers ...server) error {
+	errc := make(chan error, len(servers))
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			log.Info("listening", "server", s.name, "addr", s.ln.Addr().String())
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s server: %w", s.name, err)
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "drain", drain)
+	case err = <-errc:
+		log.Error("server failed", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	for _, s := range servers {
+		if serr := s.srv.Shutdown(sctx); serr != nil {
+			log.Warn("shutdown incomplete", "server", s.name, "err", serr)
+			s.srv.Close()
+		}
+	}
+	wg.Wait()
+	return err
+}
+
+// newRegistry returns a Prometheus registry with the Go runtime and process
+// collectors; each component registers its own metrics into it.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// adminMux serves /healthz (200 "ok" when healthy returns nil, else 503 with
+// the reason) and /metrics; extra, when not nil, serves every other path.
+func adminMux(reg *prometheus.Registry, healthy func() error, extra http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if healthy != nil {
+			if err := healthy(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if extra != nil {
+		mux.Handle("/", extra)
+	}
+	return mux
+}
