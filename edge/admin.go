@@ -1,0 +1,210 @@
+package edge
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vergecdn/verge/edge/cachekey"
+	"github.com/vergecdn/verge/edge/storage"
+)
+
+// PurgeKind says what a purge selects.
+type PurgeKind string
+
+const (
+	PurgeURL    PurgeKind = "url"    // one URL (all its variants)
+	PurgePrefix PurgeKind = "prefix" // every URL under a URL prefix (host and path)
+	PurgeTag    PurgeKind = "tag"    // every object with a surrogate key (Surrogate-Key / Cache-Tag)
+	PurgeHost   PurgeKind = "host"   // every object of a host
+	PurgeAll    PurgeKind = "all"    // everything
+)
+
+// Purge is one purge request, as the node admin API takes it in JSON.
+type Purge struct {
+	Kind  PurgeKind `json:"kind"`
+	Value string    `json:"value,omitempty"` // URL, URL prefix, tag or host; empty for "all"
+	// Soft marks matching objects stale instead of deleting them, so they
+	// revalidate (and may still be served under stale-if-error).
+	Soft bool `json:"soft,omitempty"`
+}
+
+// maxPurgeValue bounds the value of a purge request.
+const maxPurgeValue = 8 << 10
+
+// ParsePurge decodes and checks a purge request body.
+func ParsePurge(body []byte) (Purge, error) {
+	var p Purge
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, fmt.Errorf("bad purge request: %v", err)
+	}
+	if dec.More() {
+		return p, errors.New("bad purge request: trailing data after the JSON object")
+	}
+	return p, p.Validate()
+}
+
+// Validate checks a purge request.
+func (p Purge) Validate() error {
+	if len(p.Value) > maxPurgeValue {
+		return fmt.Errorf("bad purge request: value longer than %d bytes", maxPurgeValue)
+	}
+	switch p.Kind {
+	case PurgeAll:
+		if p.Value != "" {
+			return errors.New(`bad purge request: kind "all" takes no value`)
+		}
+		return nil
+	case PurgeURL, PurgePrefix:
+		u, err := url.Parse(p.Value)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("bad purge request: %s needs an absolute http(s) URL, got %q", p.Kind, p.Value)
+		}
+		if u.Fragment != "" {
+			return errors.New("bad purge request: URL has a fragment")
+		}
+		return nil
+	case PurgeTag:
+		if p.Value == "" || strings.ContainsAny(p.Value, " ,\t\r\n") {
+			return fmt.Errorf("bad purge request: tag must be one non-empty word, got %q", p.Value)
+		}
+		return nil
+	case PurgeHost:
+		if p.Value == "" || strings.ContainsAny(p.Value, "/ ?#@") {
+			return fmt.Errorf("bad purge request: bad host %q", p.Value)
+		}
+		return nil
+	case "":
+		return errors.New(`bad purge request: "kind" is required (url, prefix, tag, host or all)`)
+	}
+	return fmt.Errorf("bad purge request: unknown kind %q (want url, prefix, tag, host or all)", p.Kind)
+}
+
+// PurgeResult is what a node answers.
+type PurgeResult struct {
+	Node    string        `json:"node"`
+	Matched int           `json:"matched"` // objects deleted or marked stale
+	Took    time.Duration `json:"took_ns"`
+}
+
+// baseKey is a storage key without its variant and keyed-header suffixes.
+func baseKey(k string) string {
+	if i := strings.IndexByte(k, 0); i >= 0 {
+		return k[:i]
+	}
+	return k
+}
+
+// keyOfURL is the cache key prefix (host + path + query) of an absolute URL.
+func keyOfURL(raw string) string {
+	u, _ := url.Parse(raw)
+	k := cachekey.Host(u.Host) + u.EscapedPath()
+	if u.RawQuery != "" {
+		k += "?" + u.RawQuery
+	}
+	return k
+}
+
+// Purge applies p to this node's cache and reports how many objects matched.
+func (e *Engine) Purge(p Purge) (PurgeResult, error) {
+	if err := p.Validate(); err != nil {
+		return PurgeResult{}, err
+	}
+	start := e.now()
+	e.purgeMu.Lock()
+	e.purgeEpoch.Add(1) // fills that began before now will not store
+	e.purgeMu.Unlock()
+	var match func(*storage.Object) bool
+	switch p.Kind {
+	case PurgeAll:
+		match = func(*storage.Object) bool { return true }
+	case PurgeURL:
+		k := keyOfURL(p.Value)
+		match = func(o *storage.Object) bool { return baseKey(o.Key) == k }
+	case PurgePrefix:
+		k := keyOfURL(p.Value)
+		match = func(o *storage.Object) bool { return strings.HasPrefix(baseKey(o.Key), k) }
+	case PurgeHost:
+		h := cachekey.Host(p.Value)
+		match = func(o *storage.Object) bool { return cachekey.HostOf(o.Key) == h }
+	case PurgeTag:
+		match = func(o *storage.Object) bool { return slices.Contains(o.SurrogateKeys, p.Value) }
+	}
+	n := 0
+	e.store.Range(func(o *storage.Object) bool {
+		if !match(o) {
+			return true
+		}
+		if p.Soft && !o.IsMarker() {
+			stale := *o
+			stale.Lifetime, stale.SWR = 0, 0
+			stale.InitialAge = 0
+			e.store.Put(&stale)
+		} else if !p.Soft {
+			e.store.Delete(o.Key)
+		}
+		if !o.IsMarker() {
+			n++
+		}
+		return true
+	})
+	return PurgeResult{Node: e.name, Matched: n, Took: e.now().Sub(start)}, nil
+}
+
+// Admin returns the node admin API (besides /healthz and /metrics, which the
+// server adds): POST /purge with a cluster token. It must only be served on
+// the admin listener.
+func (e *Engine) Admin() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /purge", e.handlePurge)
+	return mux
+}
+
+// Authorized checks a bearer token against the cluster token in constant
+// time. With no token configured nothing is authorized.
+func (e *Engine) Authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && e.token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(e.token)) == 1
+}
+
+func (e *Engine) handlePurge(w http.ResponseWriter, r *http.Request) {
+	if !e.Authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="verge"`)
+		jsonError(w, http.StatusUnauthorized, "missing or bad cluster token")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxPurgeValue+1024))
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	p, err := ParsePurge(body)
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := e.Purge(p)
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	e.log.Info("purge", "kind", p.Kind, "value", p.Value, "soft", p.Soft, "matched", res.Matched)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(res)
+}
+
+func jsonError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}

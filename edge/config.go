@@ -1,0 +1,258 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/vergecdn/verge/configs"
+	"github.com/vergecdn/verge/edge/cachekey"
+)
+
+// Role is what a node does in the tree.
+type Role string
+
+const (
+	RoleEdge Role = "edge" // serves clients; its upstream is a hub (or the origin)
+	RoleHub  Role = "hub"  // serves edges; its upstream is the origin
+)
+
+// Config is an edge or hub node's configuration (YAML).
+type Config struct {
+	Node   NodeConfig   `yaml:"node"`
+	Listen ListenConfig `yaml:"listen"`
+	// Upstream is where misses go when set: for an edge, its hub (a single
+	// URL); properties' origins are used when it is empty, and always by a hub.
+	Upstream string `yaml:"upstream"`
+	// ClusterToken authenticates node-to-node and operator calls to the admin
+	// API (purge). Empty disables those endpoints. Prefer ClusterTokenFile.
+	ClusterToken     string `yaml:"cluster_token"`
+	ClusterTokenFile string `yaml:"cluster_token_file"`
+
+	Cache        CacheConfig    `yaml:"cache"`
+	Limits       LimitsConfig   `yaml:"limits"`
+	UpstreamHTTP UpstreamConfig `yaml:"upstream_http"`
+
+	Properties []Property `yaml:"properties"`
+
+	// Role is set by the subcommand (verge edge / verge hub), not by YAML.
+	Role Role `yaml:"-"`
+}
+
+// NodeConfig names the node.
+type NodeConfig struct {
+	Name   string `yaml:"name"`   // default: the host name; shown in Cache-Status and Via
+	Region string `yaml:"region"` // default "default"
+}
+
+// ListenConfig holds the listen addresses.
+type ListenConfig struct {
+	HTTP  string `yaml:"http"`  // public listener, default "127.0.0.1:8080"
+	Admin string `yaml:"admin"` // admin listener (/healthz, /metrics, purge), default "127.0.0.1:9080"
+}
+
+// CacheConfig sizes the cache.
+type CacheConfig struct {
+	RAMBytes       configs.Bytes `yaml:"ram_bytes"`        // RAM tier budget, default 256MiB
+	MaxObjectBytes configs.Bytes `yaml:"max_object_bytes"` // larger objects pass through uncached, default 64MiB
+	Shards         int           `yaml:"shards"`           // RAM tier lock shards, default 32
+}
+
+// LimitsConfig bounds what a client may send.
+type LimitsConfig struct {
+	MaxHeaderBytes configs.Bytes `yaml:"max_header_bytes"` // request head, default 32KiB (431 above)
+	MaxHeaderCount int           `yaml:"max_header_count"` // default 100 (431 above)
+	// ReadHeaderTimeout closes a connection that does not send its request
+	// head in time. Default 10s.
+	ReadHeaderTimeout configs.Duration `yaml:"read_header_timeout"`
+	IdleTimeout       configs.Duration `yaml:"idle_timeout"` // keep-alive idle, default 60s
+}
+
+// UpstreamConfig tunes requests to the next tier.
+type UpstreamConfig struct {
+	// ConnectTimeout bounds dialing the upstream. Default 3s.
+	ConnectTimeout configs.Duration `yaml:"connect_timeout"`
+	// HeaderTimeout bounds the wait for the upstream's response head; past
+	// it the client gets 504. Default 30s.
+	HeaderTimeout configs.Duration `yaml:"header_timeout"`
+	// MaxIdleConns is the keep-alive pool per upstream host. Default 256.
+	MaxIdleConns int `yaml:"max_idle_conns"`
+}
+
+// Property is one customer site: the hostnames it answers and its origin.
+type Property struct {
+	Name  string   `yaml:"name"`  // required, unique; used in metrics and usage
+	Hosts []string `yaml:"hosts"` // hostnames; "*" matches any host (one-line mode)
+	// Origin is the origin's base URL (http or https).
+	Origin string `yaml:"origin"`
+	// OriginHost, when set, is the Host sent to the origin instead of the
+	// client's.
+	OriginHost string `yaml:"origin_host"`
+	// DefaultTTL is the freshness of responses that carry none. Default 0:
+	// such responses rely on validators and heuristic freshness.
+	DefaultTTL configs.Duration `yaml:"default_ttl"`
+	// MaxTTL caps every freshness lifetime. Default 0: no cap.
+	MaxTTL configs.Duration `yaml:"max_ttl"`
+	// QueryInKey keeps the query string in the cache key (default true).
+	// When false the query is also dropped from upstream requests.
+	QueryInKey *bool `yaml:"query_in_key"`
+	// KeyHeaders are request headers added to the cache key.
+	KeyHeaders []string `yaml:"key_headers"`
+	// StaleIfError serves a stale response, up to this long past its
+	// freshness, when the upstream is unreachable, times out or answers 500,
+	// 502, 503 or 504; a response's own stale-if-error overrides it, and
+	// must-revalidate, proxy-revalidate, s-maxage and no-cache forbid it.
+	// Default 1h; 0 disables.
+	StaleIfError *configs.Duration `yaml:"stale_if_error"`
+	// HonorRequestCacheControl obeys clients' Cache-Control (no-cache,
+	// max-age, ...). Default true; concurrent revalidations still collapse.
+	HonorRequestCacheControl *bool `yaml:"honor_request_cache_control"`
+}
+
+// DefaultConfig returns a config with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Node:   NodeConfig{Region: "default"},
+		Listen: ListenConfig{HTTP: "127.0.0.1:8080", Admin: "127.0.0.1:9080"},
+		Cache:  CacheConfig{RAMBytes: 256 << 20, MaxObjectBytes: 64 << 20, Shards: 32},
+		Limits: LimitsConfig{
+			MaxHeaderBytes:    32 << 10,
+			MaxHeaderCount:    100,
+			ReadHeaderTimeout: configs.Duration(10 * time.Second),
+			IdleTimeout:       configs.Duration(60 * time.Second),
+		},
+		UpstreamHTTP: UpstreamConfig{
+			ConnectTimeout: configs.Duration(3 * time.Second),
+			HeaderTimeout:  configs.Duration(30 * time.Second),
+			MaxIdleConns:   256,
+		},
+		Role: RoleEdge,
+	}
+}
+
+// Validate checks the config; errors name the key.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	if c.Role != RoleEdge && c.Role != RoleHub {
+		add(fmt.Errorf("edge: unknown role %q", c.Role))
+	}
+	if err := checkAddr(c.Listen.HTTP); err != nil {
+		add(configs.Errorf("listen.http", "%v", err))
+	}
+	if err := checkAddr(c.Listen.Admin); err != nil {
+		add(configs.Errorf("listen.admin", "%v", err))
+	}
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.Admin {
+		add(configs.Errorf("listen.admin", "must differ from listen.http: the admin API is never on the public listener"))
+	}
+	if c.Upstream != "" {
+		if err := checkURL(c.Upstream); err != nil {
+			add(configs.Errorf("upstream", "%v", err))
+		}
+	}
+	if c.ClusterToken != "" && c.ClusterTokenFile != "" {
+		add(configs.Errorf("cluster_token_file", "set cluster_token or cluster_token_file, not both"))
+	}
+	if c.Cache.RAMBytes < 1<<20 {
+		add(configs.Errorf("cache.ram_bytes", "must be at least 1MiB, got %s", c.Cache.RAMBytes))
+	}
+	if c.Cache.MaxObjectBytes <= 0 {
+		add(configs.Errorf("cache.max_object_bytes", "must be positive"))
+	}
+	if c.Cache.Shards < 1 || c.Cache.Shards > 4096 {
+		add(configs.Errorf("cache.shards", "must be 1..4096, got %d", c.Cache.Shards))
+	}
+	if c.Limits.MaxHeaderBytes < 1<<10 {
+		add(configs.Errorf("limits.max_header_bytes", "must be at least 1KiB"))
+	}
+	if c.Limits.MaxHeaderCount < 8 {
+		add(configs.Errorf("limits.max_header_count", "must be at least 8"))
+	}
+	if c.UpstreamHTTP.HeaderTimeout <= 0 {
+		add(configs.Errorf("upstream_http.header_timeout", "must be positive"))
+	}
+	if c.UpstreamHTTP.ConnectTimeout <= 0 {
+		add(configs.Errorf("upstream_http.connect_timeout", "must be positive"))
+	}
+	if len(c.Properties) == 0 {
+		add(configs.Errorf("properties", "at least one property is required"))
+	}
+	names := map[string]bool{}
+	hosts := map[string]string{}
+	for i, p := range c.Properties {
+		k := configs.Index("properties", i)
+		if p.Name == "" {
+			add(configs.Errorf(configs.Key(k, "name"), "required"))
+		} else if names[p.Name] {
+			add(configs.Errorf(configs.Key(k, "name"), "duplicate property %q", p.Name))
+		}
+		names[p.Name] = true
+		if len(p.Hosts) == 0 {
+			add(configs.Errorf(configs.Key(k, "hosts"), "at least one host is required"))
+		}
+		for j, h := range p.Hosts {
+			hk := configs.Index(configs.Key(k, "hosts"), j)
+			n := cachekey.Host(h)
+			if n == "" || strings.ContainsAny(n, "/ ?#@") {
+				add(configs.Errorf(hk, "bad host name %q", h))
+				continue
+			}
+			if other, dup := hosts[n]; dup {
+				add(configs.Errorf(hk, "host %q is already in property %q", h, other))
+			}
+			hosts[n] = p.Name
+		}
+		if p.Origin == "" && (c.Upstream == "" || c.Role == RoleHub) {
+			add(configs.Errorf(configs.Key(k, "origin"), "required"))
+		} else if p.Origin != "" {
+			if err := checkURL(p.Origin); err != nil {
+				add(configs.Errorf(configs.Key(k, "origin"), "%v", err))
+			}
+		}
+		if p.MaxTTL > 0 && p.DefaultTTL > p.MaxTTL {
+			add(configs.Errorf(configs.Key(k, "default_ttl"), "exceeds max_ttl"))
+		}
+		for j, h := range p.KeyHeaders {
+			if h == "" || strings.ContainsAny(h, " :\r\n") {
+				add(configs.Errorf(configs.Index(configs.Key(k, "key_headers"), j), "bad header name %q", h))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(a string) error {
+	if a == "" {
+		return errors.New("required")
+	}
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		return fmt.Errorf("want host:port, got %q", a)
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("want an absolute http(s) URL, got %q", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("URL %q must not have a query or fragment", s)
+	}
+	return nil
+}
+
+// bools with a default of true.
+func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+var _ http.Handler = (*Engine)(nil)

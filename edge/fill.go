@@ -1,0 +1,411 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/vergecdn/verge/edge/cachepolicy"
+	"github.com/vergecdn/verge/edge/storage"
+)
+
+// A fill is one upstream fetch for a key that any number of requests wait on.
+// The leader publishes its result once the response head is known; waiters
+// then stream the body from the shared growBody, or, if the response cannot
+// be shared, go upstream on their own.
+type fill struct {
+	ready chan struct{} // closed when res is set
+	res   fillResult
+}
+
+type fillResult struct {
+	obj    *storage.Object // shareable response (nil: not shareable)
+	body   *growBody       // its body while it is still arriving (nil: obj.Body is whole)
+	status int             // upstream status, when there was a response
+	err    error           // upstream failure
+}
+
+// fillTable tracks the fills in flight, by key.
+type fillTable struct {
+	mu sync.Mutex // guards m
+	m  map[string]*fill
+}
+
+// join returns the fill in flight for key, or starts one and makes the
+// caller its leader.
+func (t *fillTable) join(key string) (f *fill, leader bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]*fill{}
+	}
+	if f, ok := t.m[key]; ok {
+		return f, false
+	}
+	f = &fill{ready: make(chan struct{})}
+	t.m[key] = f
+	return f, true
+}
+
+// done removes f from the table (if it is still the one for key).
+func (t *fillTable) done(key string, f *fill) {
+	t.mu.Lock()
+	if t.m[key] == f {
+		delete(t.m, key)
+	}
+	t.mu.Unlock()
+}
+
+func (f *fill) publish(r fillResult) {
+	f.res = r
+	close(f.ready)
+}
+
+// inFlight reports how many fills are running (for tests and metrics).
+func (t *fillTable) inFlight() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// growBody is a response body being filled by one writer and read by any
+// number of readers. buf[:n] never changes once written, so readers use it
+// without copying.
+type growBody struct {
+	mu   sync.Mutex // guards buf's length, done, err and wake
+	buf  []byte
+	done bool
+	err  error
+	wake chan struct{} // closed and replaced on every change
+	size int64         // Content-Length, or -1
+}
+
+func newGrowBody(size int64) *growBody {
+	g := &growBody{size: size, wake: make(chan struct{})}
+	if size > 0 {
+		g.buf = make([]byte, 0, size)
+	}
+	return g
+}
+
+// readFrom fills g from r until EOF, an error, or limit bytes (beyond which
+// the body is not storable: tooBig). idle bounds the wait for each read.
+func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.Duration) (tooBig bool, err error) {
+	t := time.AfterFunc(idle, cancel)
+	defer t.Stop()
+	var tmp []byte
+	for {
+		var n int
+		if g.size > 0 && int64(len(g.buf)) < g.size {
+			// read straight into the preallocated tail, which no reader sees yet
+			n, err = r.Read(g.buf[len(g.buf):cap(g.buf)])
+			if n > 0 {
+				g.mu.Lock()
+				g.buf = g.buf[:len(g.buf)+n]
+				g.signal()
+				g.mu.Unlock()
+			}
+		} else {
+			if tmp == nil {
+				tmp = make([]byte, 32<<10)
+			}
+			n, err = r.Read(tmp)
+			if n > 0 {
+				g.mu.Lock()
+				g.buf = append(g.buf, tmp[:n]...)
+				g.signal()
+				g.mu.Unlock()
+			}
+		}
+		if n > 0 {
+			t.Reset(idle)
+			if int64(len(g.buf)) > limit {
+				tooBig = true
+			}
+		}
+		if err == io.EOF {
+			err = nil
+			if g.size >= 0 && int64(len(g.buf)) != g.size {
+				err = io.ErrUnexpectedEOF
+			}
+			return tooBig, err
+		}
+		if err != nil {
+			return tooBig, err
+		}
+	}
+}
+
+// signal wakes readers; g.mu must be held.
+func (g *growBody) signal() {
+	close(g.wake)
+	g.wake = make(chan struct{})
+}
+
+func (g *growBody) finish(err error) {
+	g.mu.Lock()
+	g.done, g.err = true, err
+	g.signal()
+	g.mu.Unlock()
+}
+
+// next returns the bytes available from off, waiting for some if there are
+// none yet. It returns an empty slice with done=true at the end, or err.
+func (g *growBody) next(ctx context.Context, off int64) (p []byte, done bool, err error) {
+	for {
+		g.mu.Lock()
+		buf, d, e, wake := g.buf, g.done, g.err, g.wake
+		g.mu.Unlock()
+		if int64(len(buf)) > off {
+			return buf[off:], false, nil
+		}
+		if e != nil {
+			return nil, true, e
+		}
+		if d {
+			return nil, true, nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		}
+	}
+}
+
+// whole waits for the body to complete and returns it.
+func (g *growBody) whole(ctx context.Context) ([]byte, error) {
+	for {
+		g.mu.Lock()
+		buf, d, e, wake := g.buf, g.done, g.err, g.wake
+		g.mu.Unlock()
+		if e != nil {
+			return nil, e
+		}
+		if d {
+			return buf, nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// hitForPass remembers, for a while, keys whose last response could not be
+// stored, so requests for them go upstream in parallel instead of queueing
+// behind one another. Responses are still stored if they become storable.
+type hitForPass struct {
+	mu  sync.Mutex // guards lru
+	lru *simplelru.LRU[string, time.Time]
+}
+
+const hitForPassTTL = 30 * time.Second
+
+func newHitForPass(size int) *hitForPass {
+	l, _ := simplelru.NewLRU[string, time.Time](size, nil)
+	return &hitForPass{lru: l}
+}
+
+func (h *hitForPass) mark(key string, now time.Time) {
+	h.mu.Lock()
+	h.lru.Add(key, now.Add(hitForPassTTL))
+	h.mu.Unlock()
+}
+
+func (h *hitForPass) clear(key string) {
+	h.mu.Lock()
+	h.lru.Remove(key)
+	h.mu.Unlock()
+}
+
+func (h *hitForPass) has(key string, now time.Time) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	until, ok := h.lru.Peek(key)
+	if ok && now.After(until) {
+		h.lru.Remove(key)
+		return false
+	}
+	return ok
+}
+
+// fetch gets a response from upstream for a GET or HEAD that the cache
+// could not answer: collapsed with concurrent requests for the same key.
+// stale is the stored response that needs validation, if any.
+func (e *Engine) fetch(w http.ResponseWriter, r *http.Request, p *property, key string, stale *storage.Object, varyMiss bool, dirs *cachepolicy.Directives) outcome {
+	now := e.now()
+	if e.pass.has(key, now) {
+		return e.fetchAlone(w, r, p, key, stale, dirs, e.status.passMiss)
+	}
+	f, leader := e.fills.join(key)
+	if leader {
+		resp := e.runFill(f, r, p, key, stale)
+		if resp != nil {
+			// not shareable: the leader streams it alone
+			return e.relay(w, r, resp, stale, dirs, e.status.missFor(stale != nil, false), resMiss)
+		}
+		return e.afterFill(w, r, p, key, f, stale, dirs, false)
+	}
+	select {
+	case <-f.ready:
+	case <-r.Context().Done():
+		return outcome{result: resMiss, status: 499}
+	}
+	e.stats.collapsed.Add(1)
+	return e.afterFill(w, r, p, key, f, stale, dirs, true)
+}
+
+// afterFill serves a request from a fill's published result.
+func (e *Engine) afterFill(w http.ResponseWriter, r *http.Request, p *property, key string, f *fill, stale *storage.Object, dirs *cachepolicy.Directives, collapsed bool) outcome {
+	res := f.res
+	now := e.now()
+	if (res.err != nil || staleErrorStatus(res.status)) && stale != nil {
+		st := storedOf(stale)
+		if cachepolicy.ServeStaleOnError(&st, dirs, now) {
+			return e.serveObject(w, r, stale, nil, e.status.staleError, resStale, now)
+		}
+	}
+	if res.err != nil {
+		return e.upstreamError(w, res.err)
+	}
+	if res.obj == nil || (res.obj.Key != key && res.obj.Key != variantKeyFor(res.obj, key, r.Header)) {
+		// not shareable, or a variant for other selecting headers
+		return e.fetchAlone(w, r, p, key, stale, dirs, e.status.missFor(stale != nil, collapsed))
+	}
+	cs := e.status.missFor(stale != nil, collapsed)
+	if res.status == http.StatusNotModified {
+		cs = e.status.revalidated(collapsed)
+	}
+	return e.serveObject(w, r, res.obj, res.body, cs, resMiss, now)
+}
+
+// variantKeyFor is the variant key that h selects among obj's siblings.
+func variantKeyFor(obj *storage.Object, key string, h http.Header) string {
+	names := varyNamesOf(obj)
+	if len(names) == 0 {
+		return key
+	}
+	return variantKey(key, obj.VaryGen, names, h)
+}
+
+// fetchAlone goes upstream without collapsing and streams the answer,
+// storing it when it may be stored.
+func (e *Engine) fetchAlone(w http.ResponseWriter, r *http.Request, p *property, key string, stale *storage.Object, dirs *cachepolicy.Directives, entry string) outcome {
+	f := &fill{ready: make(chan struct{})}
+	resp := e.runFill(f, r, p, key, stale)
+	if resp != nil {
+		return e.relay(w, r, resp, stale, dirs, entry, resMiss)
+	}
+	return e.afterFill(w, r, p, key, f, stale, dirs, false)
+}
+
+// runFill sends the upstream request for f and publishes its result. When
+// the response cannot be shared it returns it, for the caller to relay.
+func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stale *storage.Object) *http.Response {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	out := e.upstreamRequest(ctx, r, p, http.MethodGet, true)
+	if stale != nil {
+		addValidators(out.Header, stale)
+	}
+	epoch := e.purgeEpoch.Load()
+	reqTime := e.now()
+	p.stats.upstreamRequests.Add(1)
+	resp, err := e.transport.RoundTrip(out)
+	respTime := e.now()
+	if err != nil {
+		cancel()
+		f.publish(fillResult{err: err})
+		e.fills.done(key, f)
+		return nil
+	}
+	p.stats.upstreamStatus(resp.StatusCode)
+
+	if resp.StatusCode == http.StatusNotModified && stale != nil {
+		resp.Body.Close()
+		cancel()
+		obj, storable := e.updateFrom304(stale, resp, p, r.Header, reqTime, respTime)
+		f.publish(fillResult{obj: obj, status: http.StatusNotModified})
+		if storable {
+			e.putUnlessPurged(obj, key, epoch)
+		} else {
+			e.invalidate(key)
+		}
+		e.fills.done(key, f)
+		return nil
+	}
+
+	a := cachepolicy.Analyze(&cachepolicy.Response{
+		Method: http.MethodGet, Status: resp.StatusCode, Header: resp.Header,
+		RequestTime: reqTime, ResponseTime: respTime, Authorization: r.Header.Get("Authorization") != "",
+	}, &p.policy)
+	if !a.Storable || resp.ContentLength > e.maxObject {
+		e.pass.mark(key, respTime)
+		f.publish(fillResult{status: resp.StatusCode})
+		e.fills.done(key, f)
+		resp.Body = cancelOnClose{resp.Body, cancel}
+		return resp
+	}
+	e.pass.clear(key)
+	obj := e.newObject(key, resp, &a, r.Header, reqTime, respTime)
+	body := newGrowBody(resp.ContentLength)
+	f.publish(fillResult{obj: obj, body: body, status: resp.StatusCode})
+	go func() {
+		defer cancel()
+		defer resp.Body.Close()
+		tooBig, err := body.readFrom(resp.Body, e.maxObject, cancel, e.cfg.UpstreamHTTP.HeaderTimeout.D())
+		body.finish(err)
+		p.stats.upstreamBytes.Add(uint64(len(body.buf)))
+		if err != nil {
+			e.log.Warn("upstream body failed", "key", key, "err", err)
+		} else if !tooBig {
+			whole := *obj
+			whole.Body = body.buf
+			whole.Header = withContentLength(obj.Header, int64(len(body.buf)))
+			e.putUnlessPurged(&whole, key, epoch)
+		}
+		e.fills.done(key, f)
+	}()
+	return nil
+}
+
+// putUnlessPurged stores obj unless a purge happened since its fill began.
+func (e *Engine) putUnlessPurged(obj *storage.Object, key string, epoch uint64) {
+	e.purgeMu.RLock()
+	defer e.purgeMu.RUnlock()
+	if e.purgeEpoch.Load() == epoch {
+		e.put(obj, key)
+	}
+}
+
+// revalidateInBackground refreshes a stale object served under
+// stale-while-revalidate, collapsed with any other fill of the key.
+func (e *Engine) revalidateInBackground(r *http.Request, p *property, key string, stale *storage.Object) {
+	f, leader := e.fills.join(key)
+	if !leader {
+		return
+	}
+	bg := r.Clone(context.WithoutCancel(r.Context()))
+	go func() {
+		if resp := e.runFill(f, bg, p, key, stale); resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+		}
+	}()
+}
+
+// cancelOnClose cancels the upstream request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
