@@ -40,6 +40,7 @@ func commands() []command {
 	return []command{
 		{"edge", "run an edge cache node (-config FILE, or -listen ADDR -upstream URL)", runEdge},
 		{"hub", "run a regional hub: the edge engine with the origin as its upstream", runHub},
+		{"origin", "run the origin: a content directory with validators, ranges, uploads (-config FILE, or -root DIR)", runOrigin},
 		{"version", "print the version", runVersion},
 	}
 }
