@@ -28,6 +28,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// Defaulter is implemented by types that fill in their own defaults. Load
+// calls SetDefaults on each new element of a list or map before decoding the
+// file's value into it, so items in a list get the same defaults as a
+// top-level struct from its constructor.
+type Defaulter interface {
+	SetDefaults()
+}
+
 // Validator is implemented by config structs that check themselves after
 // decoding. Errors built with Errorf are reported at their key's line.
 type Validator interface {
@@ -377,6 +385,8 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, key string) {
 		elem := reflect.New(v.Type().Elem()).Elem()
 		if old := v.MapIndex(reflect.ValueOf(kn.Value).Convert(v.Type().Key())); old.IsValid() {
 			elem.Set(old)
+		} else {
+			setDefaults(elem)
 		}
 		d.decode(vn, elem, fk)
 		d.lines[fk] = kn.Line
@@ -391,9 +401,23 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, key string) {
 	}
 	out := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, en := range n.Content {
+		setDefaults(out.Index(i))
 		d.decode(en, out.Index(i), Index(key, i))
 	}
 	v.Set(out)
+}
+
+// setDefaults calls SetDefaults on v (addressable) when its type has it.
+func setDefaults(v reflect.Value) {
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		v = v.Elem()
+	}
+	if d, ok := v.Addr().Interface().(Defaulter); ok {
+		d.SetDefaults()
+	}
 }
 
 // structFields maps yaml names to field indexes, following embedded structs

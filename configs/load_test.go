@@ -26,6 +26,9 @@ type inner struct {
 	N   uint   `yaml:"n"`
 }
 
+// SetDefaults gives list items a default N.
+func (i *inner) SetDefaults() { i.N = 42 }
+
 func (s *sample) Validate() error {
 	for i, it := range s.Items {
 		if it.URL == "bad" {
@@ -59,7 +62,7 @@ ptr:
 	}
 	if s.Name != "a" || s.Port != 8080 || !s.On || s.Ratio != 0.5 || s.TTL.D() != 90*time.Second ||
 		s.RAM != 512<<20 || len(s.Hosts) != 2 || s.Inner.N != 3 || s.Items[0].URL != "u1" ||
-		s.Labels["k"] != "v" || s.Ptr == nil || s.Ptr.N != 7 {
+		s.Labels["k"] != "v" || s.Ptr == nil || s.Ptr.N != 7 || s.Items[0].N != 42 {
 		t.Fatalf("decoded %+v", s)
 	}
 
@@ -95,6 +98,21 @@ ptr:
 				t.Fatalf("got %v, want it to contain %q", err, c.want)
 			}
 		})
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{"0": 0, "1.5s": 1500 * time.Millisecond, "7d": 168 * time.Hour, "1h30m": 90 * time.Minute} {
+		var d Duration
+		if err := d.UnmarshalText([]byte(in)); err != nil || d.D() != want {
+			t.Errorf("Duration(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, in := range []string{"", "1", "-1s", "1.5d", "xd", "99999999d"} {
+		var d Duration
+		if err := d.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("Duration(%q) accepted", in)
+		}
 	}
 }
 

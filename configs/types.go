@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// Duration is a time.Duration written as Go writes it ("250ms", "5s", "1h30m").
-// A bare "0" is zero.
+// Duration is a time.Duration written as Go writes it ("250ms", "5s", "1h30m"),
+// or a whole number of days ("7d"). A bare "0" is zero.
 type Duration time.Duration
 
 // D returns the value as a time.Duration.
@@ -21,9 +21,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 		*d = 0
 		return nil
 	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil {
+			return fmt.Errorf("bad duration %q (want e.g. 500ms, 30s, 1h, 7d)", s)
+		}
+		*d = Duration(time.Duration(n) * 24 * time.Hour)
+		return nil
+	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("bad duration %q (want e.g. 500ms, 30s, 1h)", s)
+		return fmt.Errorf("bad duration %q (want e.g. 500ms, 30s, 1h, 7d)", s)
 	}
 	if v < 0 {
 		return fmt.Errorf("negative duration %q", s)

@@ -161,11 +161,12 @@ func (e *Engine) Purge(p Purge) (PurgeResult, error) {
 }
 
 // Admin returns the node admin API (besides /healthz and /metrics, which the
-// server adds): POST /purge with a cluster token. It must only be served on
-// the admin listener.
+// server adds): POST /purge and POST /preload, with a cluster token. It must
+// only be served on the admin listener.
 func (e *Engine) Admin() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /purge", e.handlePurge)
+	mux.HandleFunc("POST /preload", e.handlePreload)
 	return mux
 }
 

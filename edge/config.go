@@ -41,6 +41,10 @@ type Config struct {
 
 	// Role is set by the subcommand (verge edge / verge hub), not by YAML.
 	Role Role `yaml:"-"`
+	// ViaParents says the transport picks the next tier itself (a hub ring):
+	// requests then keep the client's Host, which hubs need to find the
+	// property. Set by the wiring, not by YAML.
+	ViaParents bool `yaml:"-"`
 }
 
 // NodeConfig names the node.
@@ -99,7 +103,7 @@ type Property struct {
 	MaxTTL configs.Duration `yaml:"max_ttl"`
 	// QueryInKey keeps the query string in the cache key (default true).
 	// When false the query is also dropped from upstream requests.
-	QueryInKey *bool `yaml:"query_in_key"`
+	QueryInKey bool `yaml:"query_in_key"`
 	// KeyHeaders are request headers added to the cache key.
 	KeyHeaders []string `yaml:"key_headers"`
 	// StaleIfError serves a stale response, up to this long past its
@@ -107,10 +111,25 @@ type Property struct {
 	// 502, 503 or 504; a response's own stale-if-error overrides it, and
 	// must-revalidate, proxy-revalidate, s-maxage and no-cache forbid it.
 	// Default 1h; 0 disables.
-	StaleIfError *configs.Duration `yaml:"stale_if_error"`
+	StaleIfError configs.Duration `yaml:"stale_if_error"`
 	// HonorRequestCacheControl obeys clients' Cache-Control (no-cache,
 	// max-age, ...). Default true; concurrent revalidations still collapse.
-	HonorRequestCacheControl *bool `yaml:"honor_request_cache_control"`
+	HonorRequestCacheControl bool `yaml:"honor_request_cache_control"`
+}
+
+// DefaultProperty returns a property with the defaults filled in.
+func DefaultProperty() Property {
+	var p Property
+	p.SetDefaults()
+	return p
+}
+
+// SetDefaults fills in the defaults; the config loader calls it for every
+// property in a file.
+func (p *Property) SetDefaults() {
+	p.QueryInKey = true
+	p.HonorRequestCacheControl = true
+	p.StaleIfError = configs.Duration(time.Hour)
 }
 
 // DefaultConfig returns a config with every default filled in.
@@ -147,7 +166,7 @@ func (c *Config) Validate() error {
 	if err := checkAddr(c.Listen.Admin); err != nil {
 		add(configs.Errorf("listen.admin", "%v", err))
 	}
-	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.Admin {
+	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.Admin && !strings.HasSuffix(c.Listen.HTTP, ":0") {
 		add(configs.Errorf("listen.admin", "must differ from listen.http: the admin API is never on the public listener"))
 	}
 	if c.Upstream != "" {
@@ -207,7 +226,7 @@ func (c *Config) Validate() error {
 			}
 			hosts[n] = p.Name
 		}
-		if p.Origin == "" && (c.Upstream == "" || c.Role == RoleHub) {
+		if p.Origin == "" {
 			add(configs.Errorf(configs.Key(k, "origin"), "required"))
 		} else if p.Origin != "" {
 			if err := checkURL(p.Origin); err != nil {
@@ -245,14 +264,6 @@ func checkURL(s string) error {
 		return fmt.Errorf("URL %q must not have a query or fragment", s)
 	}
 	return nil
-}
-
-// bools with a default of true.
-func boolOr(p *bool, def bool) bool {
-	if p == nil {
-		return def
-	}
-	return *p
 }
 
 var _ http.Handler = (*Engine)(nil)

@@ -137,8 +137,8 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		p := &property{
 			name:     pc.Name,
 			hostOut:  pc.OriginHost,
-			key:      cachekey.Spec{Query: boolOr(pc.QueryInKey, true)},
-			honorReq: boolOr(pc.HonorRequestCacheControl, true),
+			key:      cachekey.Spec{Query: pc.QueryInKey},
+			honorReq: pc.HonorRequestCacheControl,
 			stats:    e.stats.property(pc.Name),
 		}
 		if pc.Origin != "" {
@@ -150,13 +150,13 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		p.policy = cachepolicy.DefaultOptions()
 		p.policy.DefaultTTL = pc.DefaultTTL.D()
 		p.policy.MaxTTL = pc.MaxTTL.D()
-		p.policy.StaleIfError = time.Hour
-		if pc.StaleIfError != nil {
-			p.policy.StaleIfError = pc.StaleIfError.D()
-		}
-		if hub != nil {
+		p.policy.StaleIfError = pc.StaleIfError.D()
+		switch {
+		case hub != nil:
 			p.upstream = hub
-		} else {
+		case cfg.ViaParents:
+			p.upstream = p.origin // the transport rewrites it to the key's hub
+		default:
 			p.upstream, p.toOrigin = p.origin, true
 		}
 		e.props = append(e.props, p)

@@ -80,9 +80,10 @@ func (e *Engine) serveObject(w http.ResponseWriter, r *http.Request, obj *storag
 	return o
 }
 
-// contentLength returns the Content-Length value of a whole stored object.
+// contentLength returns the Content-Length value of a whole stored object:
+// the stored field, which put set from the body, when there is one.
 func contentLength(obj *storage.Object) []string {
-	if v := obj.Header["Content-Length"]; len(v) == 1 && v[0] == strconv.Itoa(len(obj.Body)) {
+	if v := obj.Header["Content-Length"]; len(v) == 1 {
 		return v
 	}
 	return []string{strconv.Itoa(len(obj.Body))}

@@ -2,11 +2,34 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/vergecdn/verge/configs"
+	"github.com/vergecdn/verge/distribution"
 	"github.com/vergecdn/verge/edge"
 )
+
+// cacheFile is the YAML file of an edge or hub: the engine's config plus the
+// sections of the components cmd/verge wires around it.
+type cacheFile struct {
+	edge.Config `yaml:",inline"`
+	// Parents is the hub ring above this node (see distribution/README.md).
+	Parents distribution.ParentsConfig `yaml:"parents"`
+}
+
+func defaultCacheFile() cacheFile {
+	return cacheFile{Config: edge.DefaultConfig(), Parents: distribution.DefaultParentsConfig()}
+}
+
+func (f *cacheFile) Validate() error {
+	errs := []error{f.Config.Validate(), f.Parents.Validate("parents")}
+	if f.Upstream != "" && len(f.Parents.Hubs) > 0 {
+		errs = append(errs, configs.Errorf("upstream", "set upstream (one hub) or parents.hubs (a ring), not both"))
+	}
+	return errors.Join(errs...)
+}
 
 func runEdge(ctx context.Context, e env) int { return runCache(ctx, e, edge.RoleEdge) }
 func runHub(ctx context.Context, e env) int  { return runCache(ctx, e, edge.RoleHub) }
@@ -30,17 +53,21 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		return exitUsage
 	}
 
-	cfg := edge.DefaultConfig()
+	file := defaultCacheFile()
+	cfg := &file.Config
 	switch {
 	case *configPath != "" && *upstream != "":
 		fmt.Fprintf(e.stderr, "verge %s: use -config or -upstream, not both\n", name)
 		return exitUsage
 	case *configPath != "":
-		if !loadConfig(e, *configPath, &cfg) {
+		file.Role = role // so Validate checks the right role
+		if !loadConfig(e, *configPath, &file) {
 			return exitUsage
 		}
 	case *upstream != "":
-		cfg.Properties = []edge.Property{{Name: "default", Hosts: []string{"*"}, Origin: *upstream}}
+		p := edge.DefaultProperty()
+		p.Name, p.Hosts, p.Origin = "default", []string{"*"}, *upstream
+		cfg.Properties = []edge.Property{p}
 	default:
 		fmt.Fprintf(e.stderr, "verge %s: need -config FILE, or -listen ADDR -upstream URL\n", name)
 		fs.Usage()
@@ -56,17 +83,32 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 	if *nodeName != "" {
 		cfg.Node.Name = *nodeName
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := file.Validate(); err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: config error:\n%s\n", name, indent(err.Error()))
 		return exitUsage
 	}
 
-	eng, err := edge.New(cfg, edge.Options{Logger: log.With("node", cfg.Node.Name, "role", name)})
+	reg := newRegistry()
+	opts := edge.Options{Logger: log.With("node", cfg.Node.Name, "role", name)}
+	if len(file.Parents.Hubs) > 0 {
+		parents, err := distribution.NewParents(file.Parents, distribution.Options{Name: "parents", Log: opts.Logger})
+		if err != nil {
+			fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
+			return exitUsage
+		}
+		if err := parents.Register(reg); err != nil {
+			fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
+			return exitFailure
+		}
+		go parents.Run(ctx)
+		opts.Transport = parents
+		cfg.ViaParents = true
+	}
+	eng, err := edge.New(*cfg, opts)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitUsage
 	}
-	reg := newRegistry()
 	if err := eng.Register(reg); err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine,
+# then runs every check. CI runs exactly this (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '\n== %s\n' "$*"; }
+
+# Debian packages the tests use: dig for the DNS checks.
+need=()
+command -v dig >/dev/null || need+=(dnsutils)
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  if [[ $(id -u) == 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+  fi
+fi
+
+log "go mod download"
+go mod download
+
+log "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [[ -n $unformatted ]]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+log "go vet"
+go vet ./...
+
+log "go test -race"
+go test -race -count=1 -timeout 30m ./...
+
+log "all checks passed"
