@@ -29,6 +29,9 @@ const (
 
 // Purge is one purge request, as the node admin API takes it in JSON.
 type Purge struct {
+	// Seq is the purge's number in the cluster's purge log (0: a local purge
+	// outside the log). The engine does not interpret it; the purge log does.
+	Seq   uint64    `json:"seq,omitempty"`
 	Kind  PurgeKind `json:"kind"`
 	Value string    `json:"value,omitempty"` // URL, URL prefix, tag or host; empty for "all"
 	// Soft marks matching objects stale instead of deleting them, so they
@@ -92,6 +95,7 @@ func (p Purge) Validate() error {
 // PurgeResult is what a node answers.
 type PurgeResult struct {
 	Node    string        `json:"node"`
+	Seq     uint64        `json:"seq,omitempty"`
 	Matched int           `json:"matched"` // objects deleted or marked stale
 	Took    time.Duration `json:"took_ns"`
 }
@@ -157,7 +161,7 @@ func (e *Engine) Purge(p Purge) (PurgeResult, error) {
 		}
 		return true
 	})
-	return PurgeResult{Node: e.name, Matched: n, Took: e.now().Sub(start)}, nil
+	return PurgeResult{Node: e.name, Seq: p.Seq, Matched: n, Took: e.now().Sub(start)}, nil
 }
 
 // Admin returns the node admin API (besides /healthz and /metrics, which the
