@@ -41,6 +41,8 @@ func commands() []command {
 		{"edge", "run an edge cache node (-config FILE, or -listen ADDR -upstream URL)", runEdge},
 		{"hub", "run a regional hub: the edge engine with the origin as its upstream", runHub},
 		{"origin", "run the origin: a content directory with validators, ranges, uploads (-config FILE, or -root DIR)", runOrigin},
+		{"dns", "run the GeoDNS server: nearest healthy, least-loaded edge (-config FILE)", runDNS},
+		{"mmdb", "build a geo mmdb from CSV (mmdb build -csv FILE -out FILE) or look addresses up", runMMDB},
 		{"version", "print the version", runVersion},
 	}
 }
