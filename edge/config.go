@@ -11,6 +11,7 @@ import (
 
 	"github.com/vergecdn/verge/configs"
 	"github.com/vergecdn/verge/edge/cachekey"
+	"github.com/vergecdn/verge/edge/listen"
 )
 
 // Role is what a node does in the tree.
@@ -57,6 +58,22 @@ type NodeConfig struct {
 type ListenConfig struct {
 	HTTP  string `yaml:"http"`  // public listener, default "127.0.0.1:8080"
 	Admin string `yaml:"admin"` // admin listener (/healthz, /metrics, purge), default "127.0.0.1:9080"
+	// HTTPS is the TLS listener (HTTP/1.1 and HTTP/2 over TCP, HTTP/3 over
+	// UDP on the same port). Default "": off. Needs a certificate on at
+	// least one property.
+	HTTPS string `yaml:"https"`
+	// HTTP3 serves HTTP/3 on the HTTPS port and advertises it with Alt-Svc.
+	// Default true.
+	HTTP3 bool `yaml:"http3"`
+	// CertReload is how often certificate files are checked for changes
+	// (SIGHUP reloads at once). Default 10s.
+	CertReload configs.Duration `yaml:"cert_reload"`
+}
+
+// TLSFiles is a property's certificate chain and key, as PEM files.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // CacheConfig sizes the cache.
@@ -85,6 +102,9 @@ type UpstreamConfig struct {
 	HeaderTimeout configs.Duration `yaml:"header_timeout"`
 	// MaxIdleConns is the keep-alive pool per upstream host. Default 256.
 	MaxIdleConns int `yaml:"max_idle_conns"`
+	// CAFile adds PEM CA certificates to verify HTTPS origins and hubs by
+	// (for private CAs); the system roots are always trusted. Default "".
+	CAFile string `yaml:"ca_file"`
 }
 
 // Property is one customer site: the hostnames it answers and its origin.
@@ -112,6 +132,9 @@ type Property struct {
 	// must-revalidate, proxy-revalidate, s-maxage and no-cache forbid it.
 	// Default 1h; 0 disables.
 	StaleIfError configs.Duration `yaml:"stale_if_error"`
+	// TLS is the property's certificate for the HTTPS listener, chosen by SNI
+	// among its hosts (and the names in the certificate).
+	TLS TLSFiles `yaml:"tls"`
 	// HonorRequestCacheControl obeys clients' Cache-Control (no-cache,
 	// max-age, ...). Default true; concurrent revalidations still collapse.
 	HonorRequestCacheControl bool `yaml:"honor_request_cache_control"`
@@ -136,7 +159,7 @@ func (p *Property) SetDefaults() {
 func DefaultConfig() Config {
 	return Config{
 		Node:   NodeConfig{Region: "default"},
-		Listen: ListenConfig{HTTP: "127.0.0.1:8080", Admin: "127.0.0.1:9080"},
+		Listen: ListenConfig{HTTP: "127.0.0.1:8080", Admin: "127.0.0.1:9080", HTTP3: true, CertReload: configs.Duration(10 * time.Second)},
 		Cache:  CacheConfig{RAMBytes: 256 << 20, MaxObjectBytes: 64 << 20, Shards: 32},
 		Limits: LimitsConfig{
 			MaxHeaderBytes:    32 << 10,
@@ -168,6 +191,30 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen.HTTP != "" && c.Listen.HTTP == c.Listen.Admin && !strings.HasSuffix(c.Listen.HTTP, ":0") {
 		add(configs.Errorf("listen.admin", "must differ from listen.http: the admin API is never on the public listener"))
+	}
+	certs := 0
+	for i, p := range c.Properties {
+		k := configs.Key(configs.Index("properties", i), "tls")
+		switch {
+		case p.TLS.CertFile == "" && p.TLS.KeyFile == "":
+		case p.TLS.CertFile == "" || p.TLS.KeyFile == "":
+			add(configs.Errorf(k, "set both cert_file and key_file"))
+		default:
+			certs++
+			if _, err := listen.LoadPair(p.TLS.CertFile, p.TLS.KeyFile); err != nil {
+				add(configs.Errorf(configs.Key(k, "cert_file"), "%v", err))
+			}
+		}
+	}
+	if c.Listen.HTTPS != "" {
+		if err := checkAddr(c.Listen.HTTPS); err != nil {
+			add(configs.Errorf("listen.https", "%v", err))
+		} else if certs == 0 {
+			add(configs.Errorf("listen.https", "needs a certificate: set tls.cert_file and tls.key_file on a property"))
+		}
+		if c.Listen.CertReload <= 0 {
+			add(configs.Errorf("listen.cert_reload", "must be positive"))
+		}
 	}
 	if c.Upstream != "" {
 		if err := checkURL(c.Upstream); err != nil {
@@ -267,3 +314,14 @@ func checkURL(s string) error {
 }
 
 var _ http.Handler = (*Engine)(nil)
+
+// CertFiles lists the properties' certificates for the HTTPS listener.
+func (c *Config) CertFiles() []listen.CertFiles {
+	var out []listen.CertFiles
+	for _, p := range c.Properties {
+		if p.TLS.CertFile != "" {
+			out = append(out, listen.CertFiles{CertFile: p.TLS.CertFile, KeyFile: p.TLS.KeyFile, Hosts: p.Hosts})
+		}
+	}
+	return out
+}

@@ -2,6 +2,8 @@ package edge
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -113,7 +115,11 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		}
 	}
 	if e.transport == nil {
-		e.transport = NewTransport(cfg.UpstreamHTTP)
+		t, err := NewTransport(cfg.UpstreamHTTP)
+		if err != nil {
+			return nil, err
+		}
+		e.transport = t
 	}
 	tok, err := loadToken(cfg)
 	if err != nil {
@@ -187,10 +193,28 @@ func loadToken(cfg Config) (string, error) {
 	return t, nil
 }
 
-// NewTransport returns the default transport to the next tier.
-func NewTransport(c UpstreamConfig) *http.Transport {
+// NewTransport returns the default transport to the next tier: keep-alive
+// pools per host, HTTP/2 to HTTPS upstreams, certificates verified against
+// the system roots plus CAFile.
+func NewTransport(c UpstreamConfig) (*http.Transport, error) {
 	d := &net.Dialer{Timeout: c.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
+	var tlsConf *tls.Config
+	if c.CAFile != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("edge: upstream CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("edge: upstream CA file %s holds no PEM certificate", c.CAFile)
+		}
+		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	return &http.Transport{
+		TLSClientConfig:       tlsConf,
 		Proxy:                 nil, // never an environment proxy
 		DialContext:           d.DialContext,
 		MaxIdleConns:          c.MaxIdleConns * 4,
@@ -201,7 +225,7 @@ func NewTransport(c UpstreamConfig) *http.Transport {
 		ForceAttemptHTTP2:     true,
 		// Bodies are forwarded as the upstream encoded them.
 		DisableCompression: true,
-	}
+	}, nil
 }
 
 // Name is the node name used in Cache-Status and Via.

@@ -12,10 +12,12 @@ import (
 )
 
 // hopByHop are the fields that describe one connection, never stored or
-// forwarded (RFC 9110 section 7.6.1), plus proxy authentication fields.
+// forwarded (RFC 9110 section 7.6.1), plus proxy authentication fields, and
+// Alt-Svc: an upstream's alternative services are its own, not this node's
+// (the public listener advertises HTTP/3 itself).
 var hopByHop = []string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-	"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Authentication-Info",
+	"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Authentication-Info", "Alt-Svc",
 }
 
 // cleanHeader returns a copy of h without hop-by-hop fields, the fields that

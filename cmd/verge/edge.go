@@ -4,11 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
 	"time"
+
+	"github.com/quic-go/quic-go/http3"
 
 	"github.com/vergecdn/verge/configs"
 	"github.com/vergecdn/verge/distribution"
 	"github.com/vergecdn/verge/edge"
+	listenpkg "github.com/vergecdn/verge/edge/listen"
 )
 
 // cacheFile is the YAML file of an edge or hub: the engine's config plus the
@@ -113,23 +123,103 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
-	pub, err := listen("public", cfg.Listen.HTTP, eng, log)
+	servers, err := publicServers(ctx, cfg, eng, log)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
-	pub.srv.MaxHeaderBytes = int(cfg.Limits.MaxHeaderBytes)
-	pub.srv.ReadHeaderTimeout = cfg.Limits.ReadHeaderTimeout.D()
-	pub.srv.IdleTimeout = cfg.Limits.IdleTimeout.D()
 	adm, err := listen("admin", cfg.Listen.Admin, adminMux(reg, eng.Healthy, eng.Admin()), log)
 	if err != nil {
-		pub.ln.Close()
+		closeAll(servers)
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
 	log.Info("verge "+name+" starting", "node", eng.Name(), "version", Version(), "properties", len(cfg.Properties))
-	if err := serveAll(ctx, log, 10*time.Second, pub, adm); err != nil {
+	if err := serveAll(ctx, log, 10*time.Second, append(servers, adm)...); err != nil {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// publicServers opens the cache's public listeners: plain HTTP, and with
+// listen.https, TLS (HTTP/1.1 and HTTP/2) on TCP and HTTP/3 on UDP at the
+// same port, with certificates reloaded on SIGHUP or when their files change.
+func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, log *slog.Logger) ([]server, error) {
+	limit := func(s *http.Server) {
+		s.MaxHeaderBytes = int(cfg.Limits.MaxHeaderBytes)
+		s.ReadHeaderTimeout = cfg.Limits.ReadHeaderTimeout.D()
+		s.IdleTimeout = cfg.Limits.IdleTimeout.D()
+	}
+	pub, err := listen("public", cfg.Listen.HTTP, h, log)
+	if err != nil {
+		return nil, err
+	}
+	limit(pub.srv)
+	servers := []server{pub}
+	if cfg.Listen.HTTPS == "" {
+		return servers, nil
+	}
+	certs, err := listenpkg.NewCerts(cfg.CertFiles(), log)
+	if err != nil {
+		closeAll(servers)
+		return nil, err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	go certs.Watch(ctx, cfg.Listen.CertReload.D(), reload)
+
+	tlsSrv, err := listen("https", cfg.Listen.HTTPS, h, log)
+	if err != nil {
+		closeAll(servers)
+		return nil, err
+	}
+	limit(tlsSrv.srv)
+	tlsSrv.srv.TLSConfig = certs.TLSConfig()
+	servers = append(servers, tlsSrv)
+	if !cfg.Listen.HTTP3 {
+		return servers, nil
+	}
+	port := tlsSrv.ln.Addr().(*net.TCPAddr).Port
+	tlsSrv.srv.Handler = listenpkg.AltSvc(h, port)
+	// HTTP/3 on the same port number, over UDP.
+	host, _, _ := net.SplitHostPort(cfg.Listen.HTTPS)
+	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		closeAll(servers)
+		return nil, fmt.Errorf("http3 listener: %w", err)
+	}
+	h3 := &http3.Server{
+		Handler:        h,
+		TLSConfig:      http3.ConfigureTLSConfig(certs.QUICTLSConfig()),
+		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
+		IdleTimeout:    cfg.Limits.IdleTimeout.D(),
+		Logger:         log,
+	}
+	return append(servers, server{name: "http3", h3: h3, pc: pc}), nil
+}
+
+// closeAll releases listeners that were opened but will not be served.
+func closeAll(servers []server) {
+	for _, s := range servers {
+		if s.h3 != nil {
+			s.pc.Close()
+		} else {
+			s.ln.Close()
+		}
+	}
 }

@@ -13,13 +13,52 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/quic-go/quic-go/http3"
 )
 
-// server is one HTTP server on one listener.
+// server is one HTTP server on one listener: a TCP one (TLS when
+// srv.TLSConfig is set), or HTTP/3 on a UDP socket when h3 is set.
 type server struct {
 	name string // "public", "admin", ... for logs
 	srv  *http.Server
 	ln   net.Listener
+	h3   *http3.Server
+	pc   net.PacketConn
+}
+
+func (s server) addr() string {
+	if s.h3 != nil {
+		return s.pc.LocalAddr().String()
+	}
+	return s.ln.Addr().String()
+}
+
+func (s server) serve() error {
+	switch {
+	case s.h3 != nil:
+		return s.h3.Serve(s.pc)
+	case s.srv.TLSConfig != nil:
+		return s.srv.ServeTLS(s.ln, "", "")
+	}
+	return s.srv.Serve(s.ln)
+}
+
+func (s server) shutdown(ctx context.Context) error {
+	if s.h3 != nil {
+		err := s.h3.Shutdown(ctx)
+		s.pc.Close()
+		return err
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+func (s server) close() {
+	if s.h3 != nil {
+		s.h3.Close()
+		s.pc.Close()
+		return
+	}
+	s.srv.Close()
 }
 
 // listen opens addr and pairs it with h. Every server gets bounded header
@@ -47,8 +86,8 @@ func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, server
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			log.Info("listening", "server", s.name, "addr", s.ln.Addr().String())
-			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Info("listening", "server", s.name, "addr", s.addr())
+			if err := s.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				errc <- fmt.Errorf("%s server: %w", s.name, err)
 			}
 		}()
@@ -62,12 +101,18 @@ func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, server
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
+	var swg sync.WaitGroup
 	for _, s := range servers {
-		if serr := s.srv.Shutdown(sctx); serr != nil {
-			log.Warn("shutdown incomplete", "server", s.name, "err", serr)
-			s.srv.Close()
-		}
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			if serr := s.shutdown(sctx); serr != nil {
+				log.Warn("shutdown incomplete", "server", s.name, "err", serr)
+				s.close()
+			}
+		}()
 	}
+	swg.Wait()
 	wg.Wait()
 	return err
 }
