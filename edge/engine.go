@@ -279,6 +279,19 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.stats.refused.Add(1)
 		return
 	}
+	if adminMethod(r.Method) {
+		// Cache control belongs to the admin API; on the public listener such
+		// a request is neither obeyed nor forwarded (forwarding could make it
+		// invalidate through a permissive origin).
+		e.plainError(w, http.StatusMethodNotAllowed, r.Method+" is not served here")
+		e.stats.refused.Add(1)
+		return
+	}
+	if longField(r.Header, maxFieldBytes) {
+		e.plainError(w, http.StatusRequestHeaderFieldsTooLarge, "a header field is larger than 8 KiB")
+		e.stats.refused.Add(1)
+		return
+	}
 	var o outcome
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -287,6 +300,31 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o = e.forward(w, r, p, start)
 	}
 	p.stats.record(o, e.now().Sub(start))
+}
+
+// maxFieldBytes bounds one request header field (name and value).
+const maxFieldBytes = 8 << 10
+
+// longField reports whether any field line is longer than limit.
+func longField(h http.Header, limit int) bool {
+	for k, vs := range h {
+		for _, v := range vs {
+			if len(k)+len(v) > limit {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// adminMethod are cache-control methods other caches take on their public
+// port (PURGE, BAN, ...); Verge takes them only on its admin API.
+func adminMethod(m string) bool {
+	switch m {
+	case "PURGE", "BAN", "FASTLYPURGE", "REFRESH", "PUSH":
+		return true
+	}
+	return false
 }
 
 // safeHost trims a Host for an error body.

@@ -238,6 +238,18 @@ func TestRefusesUnknownHostsAndProxyRequests(t *testing.T) {
 	if o.count("/") != 0 {
 		t.Errorf("origin was reached %d times", o.count("/"))
 	}
+	// Cache-control methods are refused, never forwarded.
+	for _, m := range []string{"PURGE", "BAN"} {
+		resp, _ := te.do(t, m, "/", nil)
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("%s: %d", m, resp.StatusCode)
+		}
+	}
+	// One field over 8 KiB.
+	resp, _ = te.get(t, "/", "X-Big", strings.Repeat("a", 9<<10))
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("9 KiB field: %d", resp.StatusCode)
+	}
 	// Too many header fields.
 	hdr := []string{}
 	for i := 0; i < 120; i++ {
