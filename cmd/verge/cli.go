@@ -43,6 +43,7 @@ func commands() []command {
 		{"origin", "run the origin: a content directory with validators, ranges, uploads (-config FILE, or -root DIR)", runOrigin},
 		{"dns", "run the GeoDNS server: nearest healthy, least-loaded edge (-config FILE)", runDNS},
 		{"mmdb", "build a geo mmdb from CSV (mmdb build -csv FILE -out FILE) or look addresses up", runMMDB},
+		{"scrubber", "run the scrubber: rate limits and attack mitigation before edges (-config FILE, or -listen ADDR -upstream URL)", runScrubber},
 		{"version", "print the version", runVersion},
 	}
 }
