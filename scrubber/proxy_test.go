@@ -36,7 +36,7 @@ func serveBoth(t *testing.T, edit func(*Config), run func(t *testing.T, env *tes
 	})
 }
 
-func upstreamURL(t *testing.T, srv *httptest.Server) *url.URL {
+func upstreamURL(t testing.TB, srv *httptest.Server) *url.URL {
 	u, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)
