@@ -19,6 +19,7 @@ import (
 	"github.com/vergecdn/verge/distribution"
 	"github.com/vergecdn/verge/edge"
 	listenpkg "github.com/vergecdn/verge/edge/listen"
+	"github.com/vergecdn/verge/scrubber"
 )
 
 // cacheFile is the YAML file of an edge or hub: the engine's config plus the
@@ -27,14 +28,28 @@ type cacheFile struct {
 	edge.Config `yaml:",inline"`
 	// Parents is the hub ring above this node (see distribution/README.md).
 	Parents distribution.ParentsConfig `yaml:"parents"`
+	// Scrubber runs the scrubber's cheap stages in front of the engine (see
+	// scrubber/README.md): per-source limits, lists, connection caps.
+	Scrubber edgeScrubber `yaml:"scrubber"`
+}
+
+// edgeScrubber is the scrubber section of an edge or hub: off by default,
+// since its per-source limits need tuning to a node's traffic.
+type edgeScrubber struct {
+	Enabled         bool `yaml:"enabled"`
+	scrubber.Config `yaml:",inline"`
 }
 
 func defaultCacheFile() cacheFile {
-	return cacheFile{Config: edge.DefaultConfig(), Parents: distribution.DefaultParentsConfig()}
+	return cacheFile{Config: edge.DefaultConfig(), Parents: distribution.DefaultParentsConfig(),
+		Scrubber: edgeScrubber{Config: scrubber.DefaultConfig()}}
 }
 
 func (f *cacheFile) Validate() error {
 	errs := []error{f.Config.Validate(), f.Parents.Validate("parents")}
+	if f.Scrubber.Enabled {
+		errs = append(errs, f.Scrubber.ValidateAt("scrubber"))
+	}
 	if f.Upstream != "" && len(f.Parents.Hubs) > 0 {
 		errs = append(errs, configs.Errorf("upstream", "set upstream (one hub) or parents.hubs (a ring), not both"))
 	}
@@ -123,18 +138,32 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
-	servers, err := publicServers(ctx, cfg, eng, log)
+	var public http.Handler = eng
+	var scrub *scrubber.Scrubber
+	if file.Scrubber.Enabled {
+		scrub, err = scrubber.New(file.Scrubber.Config, scrubber.Options{Logger: opts.Logger, Registerer: reg})
+		if err != nil {
+			fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
+			return exitUsage
+		}
+		public = scrub.Wrap(eng)
+		go scrub.Run(ctx)
+	}
+	servers, err := publicServers(ctx, cfg, public, scrub, log)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
-	adm, err := listen("admin", cfg.Listen.Admin, adminMux(reg, eng.Healthy, eng.Admin()), log)
+	adm, err := listen("admin", cfg.Listen.Admin, adminMux(reg, eng.Healthy, admin), log)
 	if err != nil {
 		closeAll(servers)
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
 	log.Info("verge "+name+" starting", "node", eng.Name(), "version", Version(), "properties", len(cfg.Properties))
+	if replica != nil {
+		go replica.Run(ctx)
+	}
 	if err := serveAll(ctx, log, 10*time.Second, append(servers, adm)...); err != nil {
 		return exitFailure
 	}
@@ -144,7 +173,7 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 // publicServers opens the cache's public listeners: plain HTTP, and with
 // listen.https, TLS (HTTP/1.1 and HTTP/2) on TCP and HTTP/3 on UDP at the
 // same port, with certificates reloaded on SIGHUP or when their files change.
-func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, log *slog.Logger) ([]server, error) {
+func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, scrub *scrubber.Scrubber, log *slog.Logger) ([]server, error) {
 	limit := func(s *http.Server) {
 		s.MaxHeaderBytes = int(cfg.Limits.MaxHeaderBytes)
 		s.ReadHeaderTimeout = cfg.Limits.ReadHeaderTimeout.D()
@@ -155,6 +184,9 @@ func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, log *s
 		return nil, err
 	}
 	limit(pub.srv)
+	if scrub != nil {
+		pub.ln = scrub.Listener(pub.ln)
+	}
 	servers := []server{pub}
 	if cfg.Listen.HTTPS == "" {
 		return servers, nil
@@ -189,6 +221,9 @@ func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, log *s
 		return nil, err
 	}
 	limit(tlsSrv.srv)
+	if scrub != nil {
+		tlsSrv.ln = scrub.Listener(tlsSrv.ln)
+	}
 	tlsSrv.srv.TLSConfig = certs.TLSConfig()
 	servers = append(servers, tlsSrv)
 	if !cfg.Listen.HTTP3 {
@@ -222,4 +257,77 @@ func closeAll(servers []server) {
 			s.ln.Close()
 		}
 	}
+}
+
+// newReplica opens the node's purge log and builds its replica: POST /purge
+// records each numbered purge, and the node catches up from its peers before
+// it is ready.
+func newReplica(file cacheFile, eng *edge.Engine, log *slog.Logger) (*purgelog.Replica, error) {
+	pc := file.PurgeLog
+	token, err := clusterToken(file.Config)
+	if err != nil {
+		return nil, err
+	}
+	var peers []*purgelog.Client
+	for _, p := range pc.Peers {
+		c, err := purgelog.NewClient(p, token, nil)
+		if err != nil {
+			return nil, err
+		}
+		peers = append(peers, c)
+	}
+	l, err := purgelog.Open(pc.Dir, purgelog.Options{Sync: pc.Fsync, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return purgelog.NewReplica(l, eng, purgelog.ReplicaOptions{
+		Name:       eng.Name(),
+		Peers:      peers,
+		Auth:       eng.Authorized,
+		SetReady:   eng.SetReady,
+		Interval:   pc.SyncInterval.D(),
+		Retry:      pc.Retry.D(),
+		StartWait:  pc.StartWait.D(),
+		GapTimeout: pc.GapTimeout.D(),
+		Log:        log,
+	}), nil
+}
+
+// clusterToken is the token the node presents to its purge log peers: the
+// one the engine checks (cluster_token, or cluster_token_file's content).
+func clusterToken(c edge.Config) (string, error) {
+	if c.ClusterTokenFile == "" {
+		return c.ClusterToken, nil
+	}
+	b, err := os.ReadFile(c.ClusterTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("cluster token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// purgeAdmin is the admin API with the purge log: the replica's POST /purge
+// (recorded, with catch-up on gaps) and log endpoints, the engine's for the
+// rest (POST /preload).
+func purgeAdmin(r *purgelog.Replica, engine http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /purge", r.Handler())
+	mux.Handle("/purgelog/", r.Handler())
+	mux.Handle("/", engine)
+	return mux
+}
+
+// untilReady answers 503 on the public listener while the node is not ready
+// (catching up on purges it missed), so it never serves an object purged
+// while it was down.
+func untilReady(eng *edge.Engine, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := eng.Healthy(); err != nil {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Cache-Control", "no-store")
+			http.Error(w, "verge: node not ready: catching up on purges", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -90,3 +90,53 @@ func TestEdgeCommandServesAndDrains(t *testing.T) {
 		t.Errorf("exit %d after shutdown, want 0", code)
 	}
 }
+
+func TestEdgeWithScrubberStages(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	}))
+	defer origin.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "edge.yaml")
+	os.WriteFile(path, []byte(`node: {name: scrubbed}
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+properties:
+  - name: p
+    hosts: ["*"]
+    origin: `+origin.URL+`
+scrubber:
+  enabled: true
+  limits:
+    per_ip: {rate: 1, burst: 3}
+  attack: {enabled: false}
+  lists: {allow: []}
+`), 0o644)
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exited := make(chan int, 1)
+	go func() { exited <- runEdge(ctx, env{args: []string{"-config", path}, stdout: io.Discard, stderr: logs}) }()
+	pub := waitListening(t, logs, "public", exited)
+	codes := map[int]int{}
+	for i := 0; i < 6; i++ {
+		res, err := http.Get("http://" + pub + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		codes[res.StatusCode]++
+		if res.StatusCode == 429 && res.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	// burst 3 at 1/s: the first three pass, the rest (within a second) are limited
+	if codes[200] < 3 || codes[429] < 2 {
+		t.Errorf("status counts %v", codes)
+	}
+	cancel()
+	if code := <-exited; code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+}
