@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/vergecdn/verge/configs"
 	"github.com/vergecdn/verge/distribution"
+	"github.com/vergecdn/verge/distribution/purgelog"
 	"github.com/vergecdn/verge/edge"
 	listenpkg "github.com/vergecdn/verge/edge/listen"
 	"github.com/vergecdn/verge/scrubber"
@@ -31,6 +33,9 @@ type cacheFile struct {
 	// Scrubber runs the scrubber's cheap stages in front of the engine (see
 	// scrubber/README.md): per-source limits, lists, connection caps.
 	Scrubber edgeScrubber `yaml:"scrubber"`
+	// PurgeLog keeps the purges this node applied and catches up on the
+	// ones it missed (see distribution/README.md).
+	PurgeLog purgelog.Config `yaml:"purge_log"`
 }
 
 // edgeScrubber is the scrubber section of an edge or hub: off by default,
@@ -42,16 +47,19 @@ type edgeScrubber struct {
 
 func defaultCacheFile() cacheFile {
 	return cacheFile{Config: edge.DefaultConfig(), Parents: distribution.DefaultParentsConfig(),
-		Scrubber: edgeScrubber{Config: scrubber.DefaultConfig()}}
+		Scrubber: edgeScrubber{Config: scrubber.DefaultConfig()}, PurgeLog: purgelog.DefaultConfig()}
 }
 
 func (f *cacheFile) Validate() error {
-	errs := []error{f.Config.Validate(), f.Parents.Validate("parents")}
+	errs := []error{f.Config.Validate(), f.Parents.Validate("parents"), f.PurgeLog.Validate("purge_log")}
 	if f.Scrubber.Enabled {
 		errs = append(errs, f.Scrubber.ValidateAt("scrubber"))
 	}
 	if f.Upstream != "" && len(f.Parents.Hubs) > 0 {
 		errs = append(errs, configs.Errorf("upstream", "set upstream (one hub) or parents.hubs (a ring), not both"))
+	}
+	if len(f.PurgeLog.Peers) > 0 && f.ClusterToken == "" && f.ClusterTokenFile == "" {
+		errs = append(errs, configs.Errorf("purge_log.peers", "need cluster_token or cluster_token_file: peers only answer with the cluster token"))
 	}
 	return errors.Join(errs...)
 }
@@ -148,6 +156,22 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		}
 		public = scrub.Wrap(eng)
 		go scrub.Run(ctx)
+	}
+	admin := eng.Admin()
+	var replica *purgelog.Replica
+	if file.PurgeLog.Enabled() {
+		replica, err = newReplica(file, eng, opts.Logger)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
+			return exitFailure
+		}
+		defer replica.Log().Close()
+		if err := replica.Register(reg); err != nil {
+			fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
+			return exitFailure
+		}
+		public, admin = untilReady(eng, public), purgeAdmin(replica, admin)
+		eng.SetReady(false) // until the replica has caught up
 	}
 	servers, err := publicServers(ctx, cfg, public, scrub, log)
 	if err != nil {
