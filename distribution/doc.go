@@ -11,4 +11,11 @@
 // Both are http.RoundTrippers configured by typed structs (ParentsConfig,
 // PoolConfig) that role configs embed, so the edge never imports this
 // package: cmd/verge builds the transport and hands it over.
+//
+// Content and purges also move down the tree: package fanout sends one admin
+// request to every node and collects an ack per node, package purgelog
+// numbers purges, keeps each node's log of what it applied and lets a node
+// that missed some catch up by comparing Merkle summaries with a peer, and
+// package preload pushes a URL list to the edges, which fill through their
+// hubs.
 package distribution

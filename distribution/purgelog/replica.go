@@ -96,8 +96,8 @@ func NewReplica(l *Log, cache Purger, o ReplicaOptions) *Replica {
 // Log is the replica's log.
 func (r *Replica) Log() *Log { return r.log }
 
-// CaughtUp reports whether the node has caught up with a peer since it
-// started (always true without peers).
+// CaughtUp reports whether a catch-up with a peer has succeeded since the
+// node started (always true without peers).
 func (r *Replica) CaughtUp() bool { return r.caughtUp.Load() }
 
 // Ready is nil once the node caught up; the log endpoints answer 503 before.
@@ -209,6 +209,7 @@ func (r *Replica) sync(ctx context.Context, pending edge.Purge) (Stats, error) {
 		st.Applied -= left
 		total.add(st)
 		if err == nil {
+			r.caughtUp.Store(true)
 			r.m.syncs.WithLabelValues("ok").Inc()
 			r.m.syncDuration.Observe(r.o.Now().Sub(start).Seconds())
 			r.m.fetched.Add(float64(st.Fetched))
@@ -240,7 +241,6 @@ func (r *Replica) Run(ctx context.Context) {
 	for {
 		st, err := r.Sync(ctx)
 		if err == nil {
-			r.caughtUp.Store(true)
 			r.o.Log.Info("purge log: ready", "applied", st.Applied, "last", r.log.Last(), "took", r.o.Now().Sub(start))
 			break
 		}
@@ -270,8 +270,6 @@ func (r *Replica) Run(ctx context.Context) {
 		}
 		if _, err := r.Sync(ctx); err != nil && ctx.Err() == nil {
 			r.o.Log.Warn("purge log: anti-entropy round failed", "err", err)
-		} else if err == nil {
-			r.caughtUp.Store(true)
 		}
 	}
 }
