@@ -432,10 +432,10 @@ func TestTruncatedUpstreamIsNotStoredOrPassedAsWhole(t *testing.T) {
 }
 
 func TestLargeObjectPassesUncached(t *testing.T) {
-	big := bytes.Repeat([]byte("x"), 2<<20)
+	big := bytes.Repeat([]byte("0123456789"), 200<<10)
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
-		w.Write(big)
+		http.ServeContent(w, r, "big", time.Time{}, bytes.NewReader(big))
 	})
 	te := newEdge(t, o.URL, func(c *Config) { c.Cache.MaxObjectBytes = 1 << 20 })
 	for i := 0; i < 2; i++ {
@@ -446,6 +446,13 @@ func TestLargeObjectPassesUncached(t *testing.T) {
 	}
 	if o.count("/big") != 2 {
 		t.Errorf("origin saw %d requests, want 2 (not cached)", o.count("/big"))
+	}
+	// A range of an object too big to store is still a range.
+	for i := 0; i < 2; i++ {
+		resp, body := te.get(t, "/big", "Range", "bytes=1000005-1000009")
+		if resp.StatusCode != 206 || body != "56789" {
+			t.Errorf("range of an uncached object: %d %q", resp.StatusCode, body)
+		}
 	}
 }
 

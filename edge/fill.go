@@ -240,13 +240,19 @@ func (h *hitForPass) has(key string, now time.Time) bool {
 func (e *Engine) fetch(w http.ResponseWriter, r *http.Request, p *property, key string, stale *storage.Object, varyMiss bool, dirs *cachepolicy.Directives) outcome {
 	now := e.now()
 	if e.pass.has(key, now) {
-		return e.fetchAlone(w, r, p, key, stale, dirs, e.status.passMiss)
+		// The last answer could not be stored: forward the request as it is.
+		return e.passThrough(w, r, p, key, e.status.passMiss)
 	}
 	f, leader := e.fills.join(key)
 	if leader {
 		resp := e.runFill(f, r, p, key, stale)
 		if resp != nil {
-			// not shareable: the leader streams it alone
+			// Not shareable: the leader streams it alone, unless the client
+			// asked for a range, which the fill did not forward.
+			if r.Header.Get("Range") != "" && resp.StatusCode == http.StatusOK {
+				resp.Body.Close()
+				return e.passThrough(w, r, p, key, e.status.passMiss)
+			}
 			return e.relay(w, r, resp, stale, dirs, e.status.missFor(stale != nil, false), resMiss)
 		}
 		return e.afterFill(w, r, p, key, f, stale, dirs, false)
@@ -273,8 +279,12 @@ func (e *Engine) afterFill(w http.ResponseWriter, r *http.Request, p *property, 
 	if res.err != nil {
 		return e.upstreamError(w, res.err)
 	}
-	if res.obj == nil || (res.obj.Key != key && res.obj.Key != variantKeyFor(res.obj, key, r.Header)) {
-		// not shareable, or a variant for other selecting headers
+	if res.obj == nil {
+		// not shareable: this request goes upstream as it is
+		return e.passThrough(w, r, p, key, e.status.passMiss)
+	}
+	if res.obj.Key != key && res.obj.Key != variantKeyFor(res.obj, key, r.Header) {
+		// a variant for other selecting headers: fill our own
 		return e.fetchAlone(w, r, p, key, stale, dirs, e.status.missFor(stale != nil, collapsed))
 	}
 	cs := e.status.missFor(stale != nil, collapsed)
@@ -299,6 +309,10 @@ func (e *Engine) fetchAlone(w http.ResponseWriter, r *http.Request, p *property,
 	f := &fill{ready: make(chan struct{})}
 	resp := e.runFill(f, r, p, key, stale)
 	if resp != nil {
+		if r.Header.Get("Range") != "" && resp.StatusCode == http.StatusOK {
+			resp.Body.Close()
+			return e.passThrough(w, r, p, key, e.status.passMiss)
+		}
 		return e.relay(w, r, resp, stale, dirs, entry, resMiss)
 	}
 	return e.afterFill(w, r, p, key, f, stale, dirs, false)
