@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vergecdn/verge/distribution/purgelog"
 	"github.com/vergecdn/verge/edge"
 )
 
@@ -480,5 +481,31 @@ func TestDashboardAssets(t *testing.T) {
 				t.Errorf("%s refers to %q", path, bad)
 			}
 		}
+	}
+}
+
+func TestPurgeLogServedToNodes(t *testing.T) {
+	m := startMgmt(t, testConfig(t), newClock())
+	for _, b := range []string{`{"kind":"all"}`, `{"kind":"tag","value":"t1","soft":true}`} {
+		code, body := call(t, "POST", m.url+"/api/v1/purge", opToken, b)
+		if code != 202 {
+			t.Fatal(code, body)
+		}
+	}
+	// A node catches up from management's log with the cluster token.
+	c, err := purgelog.NewClient(m.url, clusterToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []edge.Purge
+	if _, err := c.FetchAll(context.Background(), func(p edge.Purge) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Seq != 1 || got[1].Kind != edge.PurgeTag || !got[1].Soft {
+		t.Fatalf("log %+v", got)
+	}
+	bad, _ := purgelog.NewClient(m.url, opToken, nil)
+	if _, err := bad.Summary(context.Background(), &purgelog.Stats{}); err == nil {
+		t.Fatal("the operator token read the purge log")
 	}
 }

@@ -20,6 +20,11 @@ type Config struct {
 	// Database is the SQLite file for usage, cursors and purge records.
 	// Default "verge-manage.db" (relative to the working directory).
 	Database string `yaml:"database"`
+	// PurgeLogDir holds the cluster's purge log (distribution/purgelog):
+	// management numbers every purge there, durably, and serves it under
+	// /purgelog/ on the API listener for nodes to catch up from (their
+	// purge_log.peers). Default "verge-manage-purgelog".
+	PurgeLogDir string `yaml:"purge_log_dir"`
 	// OperatorToken(File) authenticates the operator API and the
 	// dashboard's calls. One of the two is required; prefer the file.
 	OperatorToken     string `yaml:"operator_token"`
@@ -112,6 +117,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:      ListenConfig{API: "127.0.0.1:9300", Admin: "127.0.0.1:9301"},
 		Database:    "verge-manage.db",
+		PurgeLogDir: "verge-manage-purgelog",
 		NodeTimeout: configs.Duration(15 * time.Second),
 		ForgetAfter: configs.Duration(24 * time.Hour),
 		Usage:       UsageConfig{RollupAfter: configs.Duration(48 * time.Hour), RollupEvery: configs.Duration(10 * time.Minute)},
@@ -141,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Database == "" {
 		add("database", "required")
+	}
+	if c.PurgeLogDir == "" {
+		add("purge_log_dir", "required")
 	}
 	checkToken := func(key, inline, file string) {
 		switch {

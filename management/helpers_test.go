@@ -45,7 +45,9 @@ func (c *clock) Add(d time.Duration) {
 func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.Listen = ListenConfig{API: "127.0.0.1:0", Admin: "127.0.0.1:0"}
-	cfg.Database = filepath.Join(t.TempDir(), "manage.db")
+	dir := t.TempDir()
+	cfg.Database = filepath.Join(dir, "manage.db")
+	cfg.PurgeLogDir = filepath.Join(dir, "purgelog")
 	cfg.OperatorToken, cfg.ClusterToken = opToken, clusterToken
 	cfg.NodeTimeout = 15_000_000_000
 	return cfg

@@ -20,7 +20,7 @@ type metrics struct {
 }
 
 func newMetrics(s *Server) *metrics {
-	return &metrics{
+	m := &metrics{
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "verge_management_reports_total",
 			Help: "Node reports received, by result: accepted, duplicate (already counted), rejected (malformed), unauthorized."}, []string{"result"}),
 		purges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "verge_management_purges_total",
@@ -35,6 +35,23 @@ func newMetrics(s *Server) *metrics {
 			Help: "Operator and intake API answers, by status code."}, []string{"code"}),
 		s: s,
 	}
+	for _, r := range []string{"accepted", "duplicate", "rejected", "unauthorized"} {
+		m.reports.WithLabelValues(r)
+	}
+	for _, st := range []string{StateDone, StateFailed, "error"} {
+		m.purges.WithLabelValues(st)
+	}
+	for _, op := range []string{"purge", "preload"} {
+		m.acks.WithLabelValues(op, "ok")
+		m.acks.WithLabelValues(op, "failed")
+	}
+	for _, st := range []string{"firing", "resolved"} {
+		m.transitions.WithLabelValues(st)
+	}
+	for _, r := range []string{"delivered", "retry", "failed", "dropped"} {
+		m.webhook.WithLabelValues(r)
+	}
+	return m
 }
 
 // Register adds management's metrics and the fleet's to reg.
@@ -215,7 +232,7 @@ type reporterMetrics struct {
 }
 
 func newReporterMetrics() reporterMetrics {
-	return reporterMetrics{
+	m := reporterMetrics{
 		posts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "verge_management_reporter_posts_total",
 			Help: "Report deliveries to management, by result: ok, error (kept for later), rejected (dropped)."}, []string{"result"}),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "verge_management_reporter_backlog_reports",
@@ -223,6 +240,10 @@ func newReporterMetrics() reporterMetrics {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "verge_management_reporter_dropped_reports_total",
 			Help: "Waiting snapshots dropped for room (their counts travel in newer ones)."}),
 	}
+	for _, r := range []string{"ok", "error", "rejected"} {
+		m.posts.WithLabelValues(r)
+	}
+	return m
 }
 
 func (m reporterMetrics) register(reg prometheus.Registerer) error {

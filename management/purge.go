@@ -247,23 +247,14 @@ func (s *Server) StartPurge(p edge.Purge) (PurgeStatus, error) {
 	p.Seq = 0
 	now := s.now()
 	ctx := s.ctx
-	if s.purgeLog != nil {
-		numbered, err := s.purgeLog.Append(p)
-		if err != nil {
-			s.m.purges.WithLabelValues("error").Inc()
-			return PurgeStatus{}, fmt.Errorf("management: purge log: %w", err)
-		}
-		p = numbered
-		if err := s.st.RecordPurge(ctx, p.Seq, string(p.Kind), p.Value, p.Soft, now); err != nil {
-			s.log.Error("recording purge", "seq", p.Seq, "err", err)
-		}
-	} else {
-		seq, err := s.st.AppendPurge(ctx, string(p.Kind), p.Value, p.Soft, now)
-		if err != nil {
-			s.m.purges.WithLabelValues("error").Inc()
-			return PurgeStatus{}, fmt.Errorf("management: purge log: %w", err)
-		}
-		p.Seq = seq
+	numbered, err := s.purgeLog.Append(p)
+	if err != nil {
+		s.m.purges.WithLabelValues("error").Inc()
+		return PurgeStatus{}, fmt.Errorf("management: purge log: %w", err)
+	}
+	p = numbered
+	if err := s.st.RecordPurge(ctx, p.Seq, string(p.Kind), p.Value, p.Soft, now); err != nil {
+		s.log.Error("recording purge", "seq", p.Seq, "err", err)
 	}
 	targets := s.fleet.targets(s.cfg.Purge.Roles...)
 	st := PurgeStatus{ID: p.Seq, Kind: p.Kind, Value: p.Value, Soft: p.Soft, State: StateRunning, Created: now.UTC(),

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vergecdn/verge/distribution/fanout"
+	"github.com/vergecdn/verge/distribution/purgelog"
 	"github.com/vergecdn/verge/edge"
 	"github.com/vergecdn/verge/management/alerts"
 	"github.com/vergecdn/verge/management/store"
@@ -26,11 +27,10 @@ type PurgeLog interface {
 type Options struct {
 	Now func() time.Time // default time.Now
 	Log *slog.Logger
-	// PurgeLog numbers purges. Default: a sequence kept in the database
-	// (monotonic across restarts).
-	PurgeLog PurgeLog
-	// PurgeLogHandler, when set, is served under /purgelog/ on the API
-	// listener: the log's endpoints that nodes catch up from.
+	// PurgeLog numbers purges, and PurgeLogHandler (if set) serves it
+	// under /purgelog/. Default: the purgelog.Log in Config.PurgeLogDir
+	// (fsynced) and its handler with the cluster token.
+	PurgeLog        PurgeLog
 	PurgeLogHandler http.Handler
 	// NodeClient calls the nodes' admin APIs. Default: fanout's client.
 	NodeClient *http.Client
@@ -49,8 +49,9 @@ type Server struct {
 	alerts        *alerts.Engine
 	hook          *alerts.Webhook
 	fan           *fanout.Client
-	purgeLog      PurgeLog // nil: the store's sequence
+	purgeLog      PurgeLog
 	purgeLogH     http.Handler
+	ownLog        *purgelog.Log // opened by New, closed by Close
 	operatorToken string
 	clusterToken  string
 	m             *metrics
@@ -126,6 +127,15 @@ func New(cfg Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("management: %w", err)
 		}
 	}
+	if s.purgeLog == nil {
+		l, err := purgelog.Open(cfg.PurgeLogDir, purgelog.Options{Sync: true, Log: opts.Log})
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("management: %w", err)
+		}
+		s.ownLog, s.purgeLog = l, l
+		s.purgeLogH = purgelog.Handler(l, purgelog.BearerAuth(cl), nil)
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -134,7 +144,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
-	return s.st.Close()
+	var err error
+	if s.ownLog != nil {
+		err = s.ownLog.Close()
+	}
+	return errors.Join(err, s.st.Close())
 }
 
 // Healthy reports nil while the database answers.

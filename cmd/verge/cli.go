@@ -45,6 +45,11 @@ func commands() []command {
 		{"dns", "run the GeoDNS server: nearest healthy, least-loaded edge (-config FILE)", runDNS},
 		{"mmdb", "build a geo mmdb from CSV (mmdb build -csv FILE -out FILE) or look addresses up", runMMDB},
 		{"scrubber", "run the scrubber: rate limits and attack mitigation before edges (-config FILE, or -listen ADDR -upstream URL)", runScrubber},
+		{"manage", "run management: node reports, usage, alerts, operator API and dashboard (-config FILE)", runManage},
+		{"purge", "purge through management on every hub and edge, with each node's ack (-url|-prefix|-tag|-host|-all)", runPurge},
+		{"preload", "preload URLs into every edge's cache through management (-url URL ... | -file FILE)", runPreload},
+		{"status", "show the fleet by region and the active alerts, from management", runStatus},
+		{"usage", "show usage per property (requests, hits, bytes) as a table, JSON or CSV, from management", runUsage},
 		{"version", "print the version", runVersion},
 	}
 }

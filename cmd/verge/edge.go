@@ -36,6 +36,8 @@ type cacheFile struct {
 	// PurgeLog keeps the purges this node applied and catches up on the
 	// ones it missed (see distribution/README.md).
 	PurgeLog purgelog.Config `yaml:"purge_log"`
+	// Report sends this node's counters to management (see report.go).
+	Report reportConfig `yaml:"report"`
 }
 
 // edgeScrubber is the scrubber section of an edge or hub: off by default,
@@ -47,11 +49,12 @@ type edgeScrubber struct {
 
 func defaultCacheFile() cacheFile {
 	return cacheFile{Config: edge.DefaultConfig(), Parents: distribution.DefaultParentsConfig(),
-		Scrubber: edgeScrubber{Config: scrubber.DefaultConfig()}, PurgeLog: purgelog.DefaultConfig()}
+		Scrubber: edgeScrubber{Config: scrubber.DefaultConfig()}, PurgeLog: purgelog.DefaultConfig(),
+		Report: defaultReportConfig()}
 }
 
 func (f *cacheFile) Validate() error {
-	errs := []error{f.Config.Validate(), f.Parents.Validate("parents"), f.PurgeLog.Validate("purge_log")}
+	errs := []error{f.Config.Validate(), f.Parents.Validate("parents"), f.PurgeLog.Validate("purge_log"), f.Report.validate("report")}
 	if f.Scrubber.Enabled {
 		errs = append(errs, f.Scrubber.ValidateAt("scrubber"))
 	}
@@ -184,6 +187,13 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
 	}
+	stopReport, err := reportCache(log, file.Report, eng, *cfg, reg, adm.ln.Addr().String())
+	if err != nil {
+		closeAll(append(servers, adm))
+		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
+		return exitFailure
+	}
+	defer stopReport() // after the servers drained: the last report counts everything
 	log.Info("verge "+name+" starting", "node", eng.Name(), "version", Version(), "properties", len(cfg.Properties))
 	if replica != nil {
 		go replica.Run(ctx)
