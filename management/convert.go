@@ -2,9 +2,13 @@ package management
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vergecdn/verge/dnsredirect"
 	"github.com/vergecdn/verge/edge"
+	"github.com/vergecdn/verge/scrubber"
 )
 
 // FromEdgeSnapshot converts an edge or hub engine's counters
@@ -117,4 +121,97 @@ func CacheTiers(g prometheus.Gatherer) ([]Tier, error) {
 		out = out[:maxTiers]
 	}
 	return out, nil
+}
+
+// FromDNSStats is a Report of a GeoDNS server's counters
+// (dnsredirect.Server.Stats()): queries in total and by type, rcode and
+// answering site, the geo lookups, and, as gauges, the mean answer time,
+// fail-open mode and the edges it sees healthy. The Reporter fills in the
+// identity.
+func FromDNSStats(st dnsredirect.Stats) Report {
+	c := map[string]uint64{
+		"dns_truncated": st.Truncated, "dns_dropped": st.Dropped, "dns_send_errors": st.SendErrors,
+		"dns_geo_cache_hits": st.GeoCacheHits, "dns_geo_lookups": st.GeoLookups, "dns_geo_errors": st.GeoErrors,
+		"dns_answers": st.AnswerCount,
+	}
+	var total uint64
+	for _, q := range st.Queries {
+		total += q.Count
+		for _, k := range []string{"dns_type_" + metricPart(q.Type), "dns_rcode_" + metricPart(q.Rcode), "dns_site_" + metricPart(q.Site)} {
+			c[k] += q.Count
+		}
+	}
+	c["dns_queries"] = total
+	healthy := 0
+	for _, e := range st.Edges {
+		if e.Healthy {
+			healthy++
+		}
+	}
+	failOpen := 0.0
+	if st.FailOpen {
+		failOpen = 1
+	}
+	return Report{Ready: true, Counters: c, Gauges: map[string]float64{
+		"dns_answer_time_mean_seconds": st.AnswerTimeMean.Seconds(), "dns_fail_open": failOpen,
+		"dns_edges": float64(len(st.Edges)), "dns_edges_healthy": float64(healthy),
+	}}
+}
+
+// FromAttackState converts a scrubber's attack state (scrubber.Scrubber's
+// AttackState) for Report.Attack.
+func FromAttackState(a scrubber.AttackState) *Attack {
+	return &Attack{UnderAttack: a.UnderAttack, Since: a.Since, Reason: a.Reason, RequestRate: max(a.RequestRate, 0),
+		LimitedShare: min(max(a.LimitedShare, 0), 1)}
+}
+
+// GatherCounters flattens the counters in g whose names start with prefix
+// into Report.Counters form: the name, then each label value, joined by
+// ".", with characters a counter name may not hold replaced by "_" (so
+// verge_scrubber_refused_total{reason="rate"} is
+// "verge_scrubber_refused_total.rate"). A scrubber or GeoDNS node reports
+// its Prometheus counters this way.
+func GatherCounters(g prometheus.Gatherer, prefix string) (map[string]uint64, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("management: gathering counters: %w", err)
+	}
+	out := map[string]uint64{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), prefix) {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetCounter() == nil {
+				continue
+			}
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "." + metricPart(l.GetValue())
+			}
+			if len(name) > 128 || len(out) >= maxNamedValues {
+				continue
+			}
+			if v := m.GetCounter().GetValue(); v > 0 {
+				out[name] = uint64(min(v, MaxCounterValue))
+			} else {
+				out[name] = 0
+			}
+		}
+	}
+	return out, nil
+}
+
+// metricPart makes s usable inside a counter name.
+func metricPart(s string) string {
+	if s == "" {
+		return "none"
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == ':') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }

@@ -597,7 +597,9 @@ func (f *fleet) series(q SeriesQuery) ([]Point, error) {
 	out := make([]Point, 0, n)
 	for i := n; i > 0; i-- {
 		start := end.Add(-time.Duration(i) * q.Step)
-		out = append(out, pointOf(start, q.Step, s.sum(start, start.Add(q.Step))))
+		p := pointOf(start, q.Step, s.sum(start, start.Add(q.Step)))
+		p.Partial = start.Add(q.Step).After(now)
+		out = append(out, p)
 	}
 	return out, nil
 }

@@ -232,7 +232,11 @@ func startOrigin(t *testing.T) *httptest.Server {
 			w.Header().Set("Cache-Control", "max-age=3600")
 		}
 		w.Header().Set("Surrogate-Key", "all "+strings.Trim(r.URL.Path, "/"))
-		fmt.Fprintf(w, "%s %s", r.URL.Path, strings.Repeat("x", 100+len(r.URL.Path)*10))
+		size := 100 + len(r.URL.Path)*10
+		if strings.HasPrefix(r.URL.Path, "/img/") {
+			size = 24 << 10
+		}
+		fmt.Fprintf(w, "%s %s", r.URL.Path, strings.Repeat("x", size))
 	}))
 	t.Cleanup(o.Close)
 	return o

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/vergecdn/verge/dnsredirect"
 )
 
 // EdgeLoad is one edge's load and attack state as GeoDNS takes it
@@ -38,6 +40,8 @@ type LoadSink interface {
 	SetUnderAttack(edge string, on bool) error
 }
 
+var _ LoadSink = (*dnsredirect.Server)(nil)
+
 // LoadPuller fetches loads from management for a LoadSink (the GeoDNS
 // node's side of GET /api/v1/loads).
 type LoadPuller struct {
@@ -49,8 +53,9 @@ type LoadPuller struct {
 }
 
 // Pull fetches the loads once and hands them to sink: each edge's load
-// when known, and its attack state. Edges the sink does not know are
-// skipped; the first other error is returned after every edge was tried.
+// when known, and its attack state. Edges the sink refuses (ones its
+// config does not list) are skipped and logged at debug level; the error is
+// about fetching only.
 func (p *LoadPuller) Pull(ctx context.Context, sink LoadSink) (Loads, error) {
 	c := p.Client
 	if c == nil {

@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vergecdn/verge/dnsredirect"
 	"github.com/vergecdn/verge/edge"
+	"github.com/vergecdn/verge/scrubber"
 )
 
 func goodReport() Report {
@@ -308,4 +312,66 @@ func (a *atomicCounter) get() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.n
+}
+
+func TestFromDNSStats(t *testing.T) {
+	st := dnsredirect.Stats{
+		Queries: []dnsredirect.QueryCount{
+			{Type: "A", Rcode: "NOERROR", Site: "eu-west", Count: 10},
+			{Type: "AAAA", Rcode: "NOERROR", Site: "us east", Count: 4},
+			{Type: "A", Rcode: "NXDOMAIN", Site: "none", Count: 2},
+		},
+		Truncated: 1, GeoLookups: 3, AnswerCount: 16, AnswerTimeMean: 250 * time.Microsecond,
+		Edges: []dnsredirect.EdgeStatus{{Name: "e1", Healthy: true}, {Name: "e2"}},
+	}
+	rep := FromDNSStats(st)
+	rep.Node, rep.Role, rep.Instance, rep.Seq, rep.Started, rep.At = "dns1", RoleDNS, "i", 1, time.Unix(1, 0), time.Unix(2, 0)
+	if err := rep.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := rep.Counters
+	if c["dns_queries"] != 16 || c["dns_type_A"] != 12 || c["dns_rcode_NXDOMAIN"] != 2 || c["dns_site_us_east"] != 4 ||
+		c["dns_truncated"] != 1 || rep.Gauges["dns_edges_healthy"] != 1 || rep.Gauges["dns_answer_time_mean_seconds"] != 0.00025 {
+		t.Fatalf("%+v", rep)
+	}
+}
+
+func TestGatherCountersAndAttackState(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "verge_scrubber_refused_total", Help: "x"}, []string{"reason"})
+	reg.MustRegister(cv, prometheus.NewGauge(prometheus.GaugeOpts{Name: "verge_scrubber_sources", Help: "x"}))
+	cv.WithLabelValues("rate limit").Add(7)
+	cv.WithLabelValues("deny").Add(2)
+	got, err := GatherCounters(reg, "verge_scrubber_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["verge_scrubber_refused_total.rate_limit"] != 7 || got["verge_scrubber_refused_total.deny"] != 2 {
+		t.Fatalf("%v", got)
+	}
+	a := FromAttackState(scrubber.AttackState{Node: "s1", UnderAttack: true, Reason: "flood", RequestRate: 900, LimitedShare: 0.5})
+	rep := Report{Node: "s1", Role: RoleScrubber, Instance: "i", Seq: 1, Started: time.Unix(1, 0), At: time.Unix(2, 0), Counters: got, Attack: a}
+	if err := rep.Validate(); err != nil || !rep.Attack.UnderAttack {
+		t.Fatalf("%+v %v", rep, err)
+	}
+}
+
+func TestScrubberReporterPostsToIntake(t *testing.T) {
+	m := startMgmt(t, testConfig(t), newClock())
+	r := &scrubber.HTTPReporter{URL: m.url + "/api/v1/attacks", Token: clusterToken}
+	at := time.Date(2026, 3, 1, 12, 0, 1, 0, time.UTC)
+	if err := r.ReportAttack(context.Background(), scrubber.AttackState{Node: "scrub-eu", UnderAttack: true, At: at, Since: at,
+		Reason: "request rate 5000/s", RequestRate: 5000, LimitedShare: 0.9, Policy: "attack"}); err != nil {
+		t.Fatal(err)
+	}
+	code, body := call(t, "GET", m.url+"/api/v1/nodes/scrub-eu", opToken, "")
+	var n NodeView
+	json.Unmarshal([]byte(body), &n)
+	if code != 200 || n.Role != RoleScrubber || n.Attack == nil || !n.Attack.UnderAttack || n.Attack.RequestRate != 5000 {
+		t.Fatalf("%d %s", code, body)
+	}
+	bad := &scrubber.HTTPReporter{URL: m.url + "/api/v1/attacks", Token: opToken}
+	if err := bad.ReportAttack(context.Background(), scrubber.AttackState{Node: "x", At: at}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("operator token on the intake: %v", err)
+	}
 }

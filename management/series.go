@@ -91,6 +91,9 @@ type Point struct {
 	BytesPerSecond    float64  `json:"bytes_per_second"`
 	HitRatio          *float64 `json:"hit_ratio"` // hits / (hits + misses); null without cacheable requests
 	ErrorRate         *float64 `json:"error_rate"`
+	// Partial marks the newest step, which has not ended yet: its counts
+	// are still coming in (charts usually leave it out).
+	Partial bool `json:"partial,omitempty"`
 }
 
 func pointOf(start time.Time, step time.Duration, c store.Counts) Point {

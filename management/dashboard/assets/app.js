@@ -141,7 +141,7 @@ function renderNodes(nodes) {
       el("td", { "data-field": "version" }, n.version || "–"),
       el("td", { "data-field": "age" }, fmtAge(n.last_report_age_seconds))));
     out.push(el("div", { class: "region", "data-region": region },
-      el("h3", {}, region, el("span", { class: "muted" }, " · " + list.length + " nodes, " + up + " up")),
+      el("h3", {}, region, el("span", { class: "muted" }, " · " + list.length + (list.length === 1 ? " node, " : " nodes, ") + up + " up")),
       el("table", { class: "grid" },
         el("thead", {}, el("tr", {}, ...["node", "role", "health", "req/s", "hit ratio", "bandwidth", "5xx", "cache fill", "version", "last report"]
           .map((h, i) => el("th", { class: i >= 3 && i <= 6 ? "num" : "" }, h)))),
@@ -204,6 +204,9 @@ function drawChart(svg, points, value, fmt, fixedMax) {
     if (v === null) { pen = false; return; }
     d += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y(v).toFixed(1);
     pen = true;
+    // A value with no neighbour draws no line: mark it with a dot.
+    const alone = (i === 0 || vals[i - 1] === null) && (i === vals.length - 1 || vals[i + 1] === null);
+    if (alone) kids.push(svgEl("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot" }));
   });
   if (d) {
     area = d + "L" + x(vals.length - 1).toFixed(1) + " " + y(0) + "L" + L + " " + y(0) + "Z";
@@ -218,7 +221,8 @@ function drawChart(svg, points, value, fmt, fixedMax) {
 }
 
 function renderCharts(series) {
-  const pts = series.points;
+  // The newest step is still filling: leave it out rather than draw a dip.
+  const pts = series.points.filter(p => !p.partial);
   drawChart($("chart-rps"), pts, p => p.rps, v => v.toFixed(v < 10 ? 1 : 0));
   drawChart($("chart-hit"), pts, p => p.hit_ratio, v => Math.round(100 * v) + "%", 1);
   drawChart($("chart-bw"), pts, p => p.bytes_per_second, v => fmtBytes(v, "/s"));
