@@ -62,25 +62,6 @@ func (f *fleetFixture) traffic(t *testing.T, n int) {
 	waitCounted(t, f.edges...)
 }
 
-// waitCounted waits until each engine has counted the requests answered so
-// far (it counts after writing the response).
-func waitCounted(t *testing.T, edges ...*testEdge) {
-	t.Helper()
-	for _, e := range edges {
-		for i := 0; ; i++ {
-			before := e.eng.Stats().Snapshot()
-			time.Sleep(2 * time.Millisecond)
-			after := e.eng.Stats().Snapshot()
-			if fmt.Sprint(before) == fmt.Sprint(after) {
-				break
-			}
-			if i > 500 {
-				t.Fatal("counters never settled")
-			}
-		}
-	}
-}
-
 func decode[T any](t *testing.T, body string) T {
 	t.Helper()
 	var v T

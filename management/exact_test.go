@@ -145,6 +145,7 @@ func TestUsageExactAcrossManagementRestart(t *testing.T) {
 			m.srv.Config.Handler = drop
 		}
 		for i, n := range nodes {
+			waitCounted(t, n.e)
 			n.r.Collect()
 			err := n.r.Deliver(ctx)
 			if err != nil && i == 0 && (round == 5 || round == 30) {

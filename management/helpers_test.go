@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +145,7 @@ type testEdge struct {
 	name   string
 	region string
 	role   edge.Role
+	sent   atomic.Uint64 // requests answered through get
 }
 
 func startEdge(t *testing.T, name, region string, role edge.Role, origin string, props ...string) *testEdge {
@@ -183,6 +185,32 @@ func (e *testEdge) get(t *testing.T, prop, path string) {
 	}
 	io.Copy(io.Discard, res.Body)
 	res.Body.Close()
+	e.sent.Add(1)
+}
+
+// counted is how many requests the engine has counted.
+func (e *testEdge) counted() uint64 {
+	var n uint64
+	for _, p := range e.eng.Stats().Snapshot().Properties {
+		for _, v := range p.Requests {
+			n += v
+		}
+	}
+	return n
+}
+
+// waitCounted waits until each engine has counted every request sent
+// through get (an engine counts a request after writing its response).
+func waitCounted(t *testing.T, edges ...*testEdge) {
+	t.Helper()
+	for _, e := range edges {
+		for i := 0; e.counted() < e.sent.Load(); i++ {
+			if i > 10000 {
+				t.Fatalf("%s counted %d of %d requests", e.name, e.counted(), e.sent.Load())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 func (e *testEdge) reporter(t *testing.T, url string, clk *clock) *Reporter {
