@@ -271,7 +271,11 @@ Exits 1 when a node failed or did not acknowledge within -timeout.`)
 	if st.Soft {
 		mode = "soft"
 	}
-	fmt.Fprintf(e.stdout, "purge #%d: %s %s (%s) -> %d nodes\n", st.ID, st.Kind, st.Value, mode, len(st.Nodes))
+	what := string(st.Kind)
+	if st.Value != "" {
+		what += " " + st.Value
+	}
+	fmt.Fprintf(e.stdout, "purge #%d: %s (%s) -> %d nodes\n", st.ID, what, mode, len(st.Nodes))
 	w := &ackWatcher{w: e.stdout, printed: map[string]bool{}, line: func(n management.NodeAck) string {
 		if n.State != management.AckOK {
 			return n.Error
