@@ -6,9 +6,11 @@ cd "$(dirname "$0")"
 
 log() { printf '\n== %s\n' "$*"; }
 
-# Debian packages the tests use: dig for the DNS checks.
+# Debian packages the tests use: dig for the DNS checks, chromium for the
+# dashboard's browser test.
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   if [[ $(id -u) == 0 ]]; then

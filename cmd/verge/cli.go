@@ -38,7 +38,7 @@ type command struct {
 // commands is every subcommand, in the order "verge help" lists them.
 func commands() []command {
 	return []command{
-		{"demo", "run the whole CDN on loopback: origin, hubs, edges, scrubber, GeoDNS (-data DIR)", runDemo},
+		{"demo", "run the whole CDN on loopback: origin, hubs, edges, scrubber, GeoDNS, management (-data DIR)", runDemo},
 		{"edge", "run an edge cache node (-config FILE, or -listen ADDR -upstream URL)", runEdge},
 		{"hub", "run a regional hub: the edge engine with the origin as its upstream", runHub},
 		{"origin", "run the origin: a content directory with validators, ranges, uploads (-config FILE, or -root DIR)", runOrigin},

@@ -146,29 +146,46 @@ type demo struct {
 func startDemo(parent context.Context, nodes []demoNode, logLevel string, stderr io.Writer) (*demo, error) {
 	d := &demo{stops: map[string]context.CancelFunc{}}
 	d.ctx, d.cancel = context.WithCancel(parent)
+	// Management first: the others report to it and catch up on purges from it.
+	var first, rest []demoNode
 	for _, n := range nodes {
-		run := demoRunner(n.Role)
-		w := &prefixWriter{prefix: "[" + n.Name + "] ", w: stderr}
-		nctx, stop := context.WithCancel(d.ctx)
-		d.stops[n.Name] = stop
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			code := run(nctx, env{args: []string{"-config", n.Config, "-log-level", logLevel}, stdout: w, stderr: w})
-			if code != exitOK {
-				d.mu.Lock()
-				d.failed = append(d.failed, fmt.Sprintf("%s exited %d", n.Name, code))
-				d.mu.Unlock()
-				d.cancel()
-			}
-		}()
+		if n.Role == "manage" {
+			first = append(first, n)
+		} else {
+			rest = append(rest, n)
+		}
 	}
-	if err := waitReady(d.ctx, nodes, 30*time.Second); err != nil {
-		d.cancel()
-		d.wait()
-		return nil, err
+	for _, wave := range [][]demoNode{first, rest} {
+		for _, n := range wave {
+			d.start(n, logLevel, stderr)
+		}
+		if err := waitReady(d.ctx, wave, 30*time.Second); err != nil {
+			d.wait()
+			return nil, err
+		}
 	}
 	return d, nil
+}
+
+// start runs one node until the demo stops or d.stop(n.Name).
+func (d *demo) start(n demoNode, logLevel string, stderr io.Writer) {
+	run := demoRunner(n.Role)
+	w := &prefixWriter{prefix: "[" + n.Name + "] ", w: stderr}
+	nctx, stop := context.WithCancel(d.ctx)
+	d.mu.Lock()
+	d.stops[n.Name] = stop
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		code := run(nctx, env{args: []string{"-config", n.Config, "-log-level", logLevel}, stdout: w, stderr: w})
+		if code != exitOK {
+			d.mu.Lock()
+			d.failed = append(d.failed, fmt.Sprintf("%s exited %d", n.Name, code))
+			d.mu.Unlock()
+			d.cancel()
+		}
+	}()
 }
 
 // stop stops one node (as a crash would, for tests of failover).
@@ -202,6 +219,8 @@ func demoRunner(role string) func(context.Context, env) int {
 		return runScrubber
 	case "dns":
 		return runDNS
+	case "manage":
+		return runManage
 	}
 	panic("demo: unknown role " + role)
 }
@@ -255,11 +274,12 @@ func prepareDemo(dir string) ([]demoNode, error) {
 	if err := os.WriteFile(filepath.Join(dir, "geo.mmdb"), mmdb.Bytes(), 0o644); err != nil {
 		return nil, err
 	}
-	token, err := readOrCreateToken(filepath.Join(dir, "token"))
-	if err != nil {
+	if _, err := readOrCreateToken(filepath.Join(dir, "token")); err != nil {
 		return nil, err
 	}
-	_ = token
+	if _, err := readOrCreateToken(filepath.Join(dir, "operator.token")); err != nil {
+		return nil, err
+	}
 	ca, err := listenpkg.LoadOrCreateCA(filepath.Join(dir, "tls/ca.pem"), filepath.Join(dir, "tls/ca.key"), "Verge demo CA")
 	if err != nil {
 		return nil, err
@@ -274,6 +294,10 @@ func prepareDemo(dir string) ([]demoNode, error) {
 		n.Config = cfgPath(n.Name)
 		nodes = append(nodes, n)
 		return os.WriteFile(n.Config, []byte(body), 0o644)
+	}
+	if err := add(demoNode{Name: "manage", Role: "manage", IP: demoManage, HTTP: demoManage + ":9300", Admin: demoManage + ":9301"},
+		demoManageConfig(dir)); err != nil {
+		return nil, err
 	}
 	if err := add(demoNode{Name: "origin", Role: "origin", IP: demoOrigin, HTTP: demoOrigin + ":8070", Admin: demoOrigin + ":9070"},
 		demoOriginConfig(dir)); err != nil {
@@ -295,7 +319,7 @@ func prepareDemo(dir string) ([]demoNode, error) {
 		}
 	}
 	if err := add(demoNode{Name: "scrubber", Role: "scrubber", IP: demoScrubber, HTTP: demoScrubber + ":8080", Admin: demoScrubber + ":9080"},
-		demoScrubberConfig()); err != nil {
+		demoScrubberConfig(dir)); err != nil {
 		return nil, err
 	}
 	if err := add(demoNode{Name: "dns", Role: "dns", IP: demoDNS, DNS: demoDNS + ":5300", Admin: demoDNS + ":9153"},
@@ -303,6 +327,27 @@ func prepareDemo(dir string) ([]demoNode, error) {
 		return nil, err
 	}
 	return nodes, nil
+}
+
+func demoManageConfig(dir string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# The demo's management: reports, usage, alerts, the dashboard and the operator API.\n")
+	fmt.Fprintf(&b, "listen: {api: \"%s:9300\", admin: \"%s:9301\"}\n", demoManage, demoManage)
+	fmt.Fprintf(&b, "database: %s\npurge_log_dir: %s\n", filepath.Join(dir, "manage.db"), filepath.Join(dir, "purgelog/manage"))
+	fmt.Fprintf(&b, "operator_token_file: %s\ncluster_token_file: %s\n", filepath.Join(dir, "operator.token"), filepath.Join(dir, "token"))
+	fmt.Fprintf(&b, "node_timeout: 10s\npurge: {timeout: 10s}\nnodes:\n")
+	for _, r := range demoRegions {
+		fmt.Fprintf(&b, "  - {name: hub-%s, role: hub, region: %s, admin_url: \"http://%s:9080\"}\n", r.name, r.name, r.hub)
+		for i, ip := range r.edges {
+			fmt.Fprintf(&b, "  - {name: edge-%s-%d, role: edge, region: %s, admin_url: \"http://%s:9080\"}\n", r.name, i+1, r.name, ip)
+		}
+	}
+	return b.String()
+}
+
+// demoReport is the report: section every demo node carries.
+func demoReport(dir string) string {
+	return fmt.Sprintf("report: {url: \"http://%s:9300\", token_file: %s, interval: 2s}\n", demoManage, filepath.Join(dir, "token"))
 }
 
 func demoOriginConfig(dir string) string {
@@ -337,6 +382,8 @@ func demoCacheConfig(dir string, n demoNode, r *demoRegion) string {
 	}
 	fmt.Fprintf(&b, "cluster_token_file: %s\n", filepath.Join(dir, "token"))
 	fmt.Fprintf(&b, "cache: {ram_bytes: 128MiB, max_object_bytes: 64MiB}\n")
+	b.WriteString(demoReport(dir))
+	fmt.Fprintf(&b, "purge_log: {dir: %s, peers: [\"http://%s:9300\"], retry: 200ms}\n", filepath.Join(dir, "purgelog", n.Name), demoManage)
 	if r != nil {
 		fmt.Fprintf(&b, "parents:\n  region: %s\n  hubs:\n    - {name: hub-%s, url: \"http://%s:8080\", health_url: \"http://%s:9080\", region: %s}\n",
 			r.name, r.name, r.hub, r.hub, r.name)
@@ -350,10 +397,12 @@ func demoCacheConfig(dir string, n demoNode, r *demoRegion) string {
 	return b.String()
 }
 
-func demoScrubberConfig() string {
+func demoScrubberConfig(dir string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# The demo's scrubber, in front of every edge; DNS sends an attacked edge's clients here.\n")
-	fmt.Fprintf(&b, "listen: %s:8080\nadmin: %s:9080\n", demoScrubber, demoScrubber)
+	fmt.Fprintf(&b, "node: {name: scrubber}\nlisten: %s:8080\nadmin: %s:9080\n", demoScrubber, demoScrubber)
+	b.WriteString(demoReport(dir))
+	fmt.Fprintf(&b, "attack:\n  report: {url: \"http://%s:9300/api/v1/attacks\", token_file: %s, node: scrubber}\n", demoManage, filepath.Join(dir, "token"))
 	fmt.Fprintf(&b, "upstream:\n  policy: least_conn\n  backends:\n")
 	for _, r := range demoRegions {
 		for _, ip := range r.edges {
@@ -368,7 +417,8 @@ func demoScrubberConfig() string {
 func demoDNSConfig(dir string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# The demo's GeoDNS: %s answered with the nearest region's healthy edges.\n", demoZone)
-	fmt.Fprintf(&b, "listen: %s:5300\nadmin: %s:9153\nmmdb: %s\nttl: 30s\nanswers: 2\n", demoDNS, demoDNS, filepath.Join(dir, "geo.mmdb"))
+	fmt.Fprintf(&b, "node: {name: dns}\nlisten: %s:5300\nadmin: %s:9153\nmmdb: %s\nttl: 30s\nanswers: 2\n", demoDNS, demoDNS, filepath.Join(dir, "geo.mmdb"))
+	b.WriteString(demoReport(dir))
 	fmt.Fprintf(&b, "zones:\n  - name: %s\n    ns: [ns1]\n    hosts: [www, \"@\"]\n    records:\n      - \"ns1 A %s\"\n", demoZone, demoDNS)
 	fmt.Fprintf(&b, "sites:\n")
 	for _, r := range demoRegions {
@@ -391,8 +441,10 @@ func demoTopology(dir string, nodes []demoNode) (map[string]any, []string) {
 		fmt.Sprintf("curl -i --resolve %s:8080:%s http://%s:8080/       # again: a hit", demoHost, first, demoHost),
 		fmt.Sprintf("curl -s -o /dev/null -D - -r 0-99 --resolve %s:8080:%s http://%s:8080/video/big.bin", demoHost, first, demoHost),
 		fmt.Sprintf("curl -i --cacert %s --resolve %s:8443:%s https://%s:8443/", filepath.Join(dir, "tls/ca.pem"), demoHost, first, demoHost),
-		fmt.Sprintf("curl -s -X POST -H \"Authorization: Bearer $(cat %s)\" -d '{\"kind\":\"tag\",\"value\":\"html\"}' http://%s:9080/purge",
-			filepath.Join(dir, "token"), first),
+		fmt.Sprintf("export VERGE_MANAGE_URL=http://%s:9300 VERGE_TOKEN_FILE=%s", demoManage, filepath.Join(dir, "operator.token")),
+		"go run ./cmd/verge purge -tag html          # every hub and edge acks",
+		"go run ./cmd/verge status",
+		fmt.Sprintf("open http://%s:9300/#token=%s    # the dashboard", demoManage, strings.TrimSpace(readFile(filepath.Join(dir, "operator.token")))),
 	}
 	return map[string]any{
 		"host":       demoHost,
@@ -405,19 +457,27 @@ func demoTopology(dir string, nodes []demoNode) (map[string]any, []string) {
 
 func printDemo(w io.Writer, dir string, nodes []demoNode, lines []string, took time.Duration) {
 	fmt.Fprintf(w, "Verge demo is up (%s). Data in %s\n\n", took.Round(time.Millisecond), dir)
-	fmt.Fprintf(w, "%-12s %-9s %-7s %-18s %-18s %s\n", "node", "role", "region", "serves", "tls/h3", "admin")
+	fmt.Fprintf(w, "%-10s %-9s %-7s %-34s %-16s %s\n", "node", "role", "region", "serves", "tls + http/3", "admin")
 	for _, n := range nodes {
 		serves := n.HTTP
-		if n.DNS != "" {
-			serves = n.DNS + " (udp+tcp)"
+		switch n.Role {
+		case "dns":
+			serves = n.DNS + " (udp, tcp)"
+		case "manage":
+			serves = n.HTTP + " (api, dashboard)"
 		}
-		fmt.Fprintf(w, "%-12s %-9s %-7s %-18s %-18s %s\n", n.Name, n.Role, dash(n.Region), serves, dash(n.HTTPS), n.Admin)
+		fmt.Fprintf(w, "%-10s %-9s %-7s %-34s %-16s %s\n", n.Name, n.Role, dash(n.Region), serves, dash(n.HTTPS), n.Admin)
 	}
 	fmt.Fprintf(w, "\nTry:\n")
 	for _, l := range lines {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
 	fmt.Fprintf(w, "\nEverything above is in %s. Ctrl-C stops the demo.\n", filepath.Join(dir, "topology.json"))
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 func readOrCreateToken(path string) (string, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -124,9 +126,10 @@ func TestDemoEndToEnd(t *testing.T) {
 		t.Errorf("range: %d %q", r2.StatusCode, b2)
 	}
 
-	// 3. A purge by tag reaches the edge: the next request misses.
-	token, _ := os.ReadFile(filepath.Join(dir, "token"))
-	preq, _ := http.NewRequest("POST", "http://"+eu1+":9080/purge", strings.NewReader(`{"kind":"tag","value":"html"}`))
+	// 3. An operator purges by tag through management: every hub and edge
+	// acknowledges, and the next request misses.
+	token, _ := os.ReadFile(filepath.Join(dir, "operator.token"))
+	preq, _ := http.NewRequest("POST", "http://"+demoManage+":9300/api/v1/purge", strings.NewReader(`{"kind":"tag","value":"html"}`))
 	preq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 	pres, err := http.DefaultClient.Do(preq)
 	if err != nil {
@@ -134,11 +137,31 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	pb, _ := io.ReadAll(pres.Body)
 	pres.Body.Close()
-	if pres.StatusCode != 200 {
+	if pres.StatusCode != http.StatusAccepted {
 		t.Fatalf("purge: %d %s", pres.StatusCode, pb)
 	}
+	var status struct {
+		State    string
+		Progress struct{ Nodes, OK, Failed int }
+	}
+	for i := 0; i < 200 && status.State != "done"; i++ {
+		sreq, _ := http.NewRequest("GET", "http://"+demoManage+":9300"+pres.Header.Get("Location"), nil)
+		sreq.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		sres, err := http.DefaultClient.Do(sreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.NewDecoder(sres.Body).Decode(&status)
+		sres.Body.Close()
+		if status.State != "done" {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if status.State != "done" || status.Progress.OK != 6 || status.Progress.Failed != 0 {
+		t.Fatalf("purge status %+v", status)
+	}
 	res, _ = demoGet(t, eu1, "/")
-	if cs := res.Header.Values("Cache-Status"); cs[len(cs)-1] != "edge-eu-1; fwd=uri-miss" {
+	if cs := strings.Join(res.Header.Values("Cache-Status"), ", "); cs != "hub-eu; fwd=uri-miss, edge-eu-1; fwd=uri-miss" {
 		t.Errorf("after purge: Cache-Status %q", cs)
 	}
 

@@ -2,12 +2,33 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/vergecdn/verge/dnsredirect"
 	"github.com/vergecdn/verge/dnsredirect/geo"
+	"github.com/vergecdn/verge/management"
 )
+
+// dnsFile is the file "verge dns -config FILE" reads: the GeoDNS server's
+// config, and how the node reports to management.
+type dnsFile struct {
+	dnsredirect.Config `yaml:",inline"`
+	// Node names this server in management (default: the host name).
+	Node struct {
+		Name   string `yaml:"name"`
+		Region string `yaml:"region"`
+	} `yaml:"node"`
+	// Report sends the server's counters to management and pulls the edges'
+	// loads from it (report.token_file holds the cluster token).
+	Report reportConfig `yaml:"report"`
+}
+
+func (f *dnsFile) Validate() error {
+	return errors.Join(f.Config.Validate(), f.Report.validate("report"))
+}
 
 // runDNS is `verge dns -config FILE`: the GeoDNS server.
 func runDNS(ctx context.Context, e env) int {
@@ -26,10 +47,11 @@ func runDNS(ctx context.Context, e env) int {
 		fmt.Fprintf(e.stderr, "verge dns: %v\n", err)
 		return exitUsage
 	}
-	cfg := dnsredirect.DefaultConfig()
-	if !loadConfig(e, *cfgPath, &cfg) {
+	file := dnsFile{Config: dnsredirect.DefaultConfig(), Report: defaultReportConfig()}
+	if !loadConfig(e, *cfgPath, &file) {
 		return exitUsage
 	}
+	cfg := file.Config
 	// Relative paths in the config are relative to the config file.
 	mmdb := cfg.MMDB
 	if !filepath.IsAbs(mmdb) {
@@ -61,8 +83,28 @@ func runDNS(ctx context.Context, e env) int {
 		return exitFailure
 	}
 
+	name := file.Node.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	stopReport, err := startReporter(log, file.Report, nodeIdentity{Name: name, Role: management.RoleDNS, Region: file.Node.Region,
+		AdminAddr: admin.ln.Addr().String()}, reg, func() management.Report { return management.FromDNSStats(srv.Stats()) })
+	if err != nil {
+		admin.ln.Close()
+		srv.Close()
+		fmt.Fprintf(e.stderr, "verge dns: %v\n", err)
+		return exitUsage
+	}
+	defer stopReport()
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if file.Report.URL != "" && file.Report.TokenFile != "" {
+		token, err := management.ReadToken("", file.Report.TokenFile)
+		if err == nil {
+			go (&management.LoadPuller{URL: file.Report.URL, Token: token, Log: log}).Run(ctx, srv)
+		}
+	}
 	dnsDone := make(chan error, 1)
 	go func() {
 		dnsDone <- srv.Serve(ctx)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vergecdn/verge/configs"
 	"github.com/vergecdn/verge/distribution"
+	"github.com/vergecdn/verge/management"
 	"github.com/vergecdn/verge/scrubber"
 )
 
@@ -26,14 +27,22 @@ type scrubberConfig struct {
 	// Upstream is the pool of edges admitted requests go to
 	// (distribution's pool: policy, backends, timeouts, health checks).
 	Upstream distribution.PoolConfig `yaml:"upstream"`
+	// Node names this scrubber in management (default: the host name).
+	Node struct {
+		Name   string `yaml:"name"`
+		Region string `yaml:"region"`
+	} `yaml:"node"`
+	// Report sends the scrubber's counters and attack state to management
+	// (report.token_file holds the cluster token).
+	Report reportConfig `yaml:"report"`
 }
 
 func defaultScrubberConfig() scrubberConfig {
-	return scrubberConfig{ProxyConfig: scrubber.DefaultProxyConfig(), Upstream: distribution.DefaultPoolConfig()}
+	return scrubberConfig{ProxyConfig: scrubber.DefaultProxyConfig(), Upstream: distribution.DefaultPoolConfig(), Report: defaultReportConfig()}
 }
 
 func (c *scrubberConfig) Validate() error {
-	return errors.Join(c.ProxyConfig.Validate(), c.Upstream.Validate("upstream"))
+	return errors.Join(c.ProxyConfig.Validate(), c.Upstream.Validate("upstream"), c.Report.validate("report"))
 }
 
 func runScrubber(ctx context.Context, e env) int {
@@ -150,6 +159,22 @@ func serveScrubber(ctx context.Context, cfg scrubberConfig, log *slog.Logger) er
 		pub.Close()
 		return err
 	}
+
+	name := cfg.Node.Name
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	stopReport, err := startReporter(log, cfg.Report, nodeIdentity{Name: name, Role: management.RoleScrubber, Region: cfg.Node.Region,
+		AdminAddr: admin.ln.Addr().String()}, reg, func() management.Report {
+		c, _ := management.GatherCounters(reg, "verge_scrubber_")
+		return management.Report{Ready: true, Counters: c, Attack: management.FromAttackState(s.AttackState())}
+	})
+	if err != nil {
+		pub.Close()
+		admin.ln.Close()
+		return err
+	}
+	defer stopReport()
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
