@@ -50,9 +50,7 @@ type Engine struct {
 	cfg       Config
 	role      Role
 	name      string
-	hosts     map[string]*property
-	wildcard  *property
-	props     []*property
+	routes    atomic.Pointer[routing] // swapped whole by Reload
 	store     Store
 	transport http.RoundTripper
 	now       func() time.Time
@@ -71,6 +69,13 @@ type Engine struct {
 	boundary   string
 	maxObject  int64
 	ready      atomic.Bool
+}
+
+// routing maps hosts to properties; it is immutable once built.
+type routing struct {
+	hosts    map[string]*property
+	wildcard *property
+	limits   LimitsConfig
 }
 
 // property is a configured property, prepared for the request path.
@@ -134,11 +139,19 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	rand.Read(b[:])
 	e.boundary = "verge-" + hex.EncodeToString(b[:])
 
+	e.routes.Store(e.buildRouting(&cfg))
+	e.ready.Store(true)
+	return e, nil
+}
+
+// buildRouting prepares cfg's properties for the request path. Counters
+// are kept per property name, so they survive a reload.
+func (e *Engine) buildRouting(cfg *Config) *routing {
 	var hub *url.URL
 	if cfg.Upstream != "" && cfg.Role == RoleEdge {
 		hub, _ = url.Parse(cfg.Upstream)
 	}
-	e.hosts = map[string]*property{}
+	rt := &routing{hosts: map[string]*property{}, limits: cfg.Limits}
 	for _, pc := range cfg.Properties {
 		p := &property{
 			name:     pc.Name,
@@ -165,17 +178,45 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		default:
 			p.upstream, p.toOrigin = p.origin, true
 		}
-		e.props = append(e.props, p)
 		for _, h := range pc.Hosts {
 			if h == "*" {
-				e.wildcard = p
+				rt.wildcard = p
 				continue
 			}
-			e.hosts[cachekey.Host(h)] = p
+			rt.hosts[cachekey.Host(h)] = p
 		}
 	}
-	e.ready.Store(true)
-	return e, nil
+	return rt
+}
+
+// Reload applies a new config without a restart: properties (hosts,
+// origins, TTLs, keys), the upstream hub and the request limits change at
+// once for new requests (and limits.max_header_count); requests in flight
+// finish with what they started with. The node's name, role, listeners, cache size and cluster token are
+// fixed for the process: a change there is an error, and nothing changes.
+func (e *Engine) Reload(cfg Config) error {
+	cfg.Role, cfg.ViaParents = e.cfg.Role, e.cfg.ViaParents
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("edge: reload: %w", err)
+	}
+	switch {
+	case cfg.Node != e.cfg.Node:
+		return errors.New("edge: reload: node name and region need a restart")
+	case cfg.Listen != e.cfg.Listen:
+		return errors.New("edge: reload: listen addresses need a restart")
+	case cfg.Cache != e.cfg.Cache:
+		return errors.New("edge: reload: cache sizes need a restart")
+	case cfg.ClusterToken != e.cfg.ClusterToken || cfg.ClusterTokenFile != e.cfg.ClusterTokenFile:
+		return errors.New("edge: reload: the cluster token needs a restart")
+	case cfg.UpstreamHTTP != e.cfg.UpstreamHTTP:
+		return errors.New("edge: reload: upstream_http settings need a restart")
+	}
+	if a, b := cfg.Limits, e.cfg.Limits; a.MaxHeaderBytes != b.MaxHeaderBytes || a.ReadHeaderTimeout != b.ReadHeaderTimeout || a.IdleTimeout != b.IdleTimeout {
+		return errors.New("edge: reload: limits other than max_header_count need a restart (they belong to the listeners)")
+	}
+	e.routes.Store(e.buildRouting(&cfg))
+	e.log.Info("config reloaded", "properties", len(cfg.Properties))
+	return nil
 }
 
 func loadToken(cfg Config) (string, error) {
@@ -251,25 +292,30 @@ func (e *Engine) Healthy() error {
 
 // property returns the property serving host, or nil.
 func (e *Engine) property(host string) *property {
-	if p, ok := e.hosts[host]; ok {
+	return e.routes.Load().property(host)
+}
+
+func (rt *routing) property(host string) *property {
+	if p, ok := rt.hosts[host]; ok {
 		return p
 	}
-	if p, ok := e.hosts[cachekey.Host(host)]; ok {
+	if p, ok := rt.hosts[cachekey.Host(host)]; ok {
 		return p
 	}
-	return e.wildcard
+	return rt.wildcard
 }
 
 // ServeHTTP is the public request path.
 func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := e.now()
-	if len(r.Header) > e.cfg.Limits.MaxHeaderCount {
+	rt := e.routes.Load()
+	if len(r.Header) > rt.limits.MaxHeaderCount {
 		e.plainError(w, http.StatusRequestHeaderFieldsTooLarge, "too many header fields")
 		e.stats.refused.Add(1)
 		return
 	}
-	p := e.property(r.Host)
-	if p == nil || r.URL.Host != "" && e.property(r.URL.Host) != p {
+	p := rt.property(r.Host)
+	if p == nil || r.URL.Host != "" && rt.property(r.URL.Host) != p {
 		e.plainError(w, http.StatusMisdirectedRequest, "unknown host: this CDN does not serve "+safeHost(r.Host))
 		e.stats.refused.Add(1)
 		return

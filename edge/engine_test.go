@@ -771,3 +771,40 @@ verge_edge_refused_requests_total 1
 	}
 	_ = strconv.Itoa
 }
+
+func TestReload(t *testing.T) {
+	a := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "A") })
+	b := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B") })
+	te := newEdge(t, a.URL, nil)
+	if _, body := te.get(t, "/x"); body != "A" {
+		t.Fatalf("before: %q", body)
+	}
+	cfg := te.cfg
+	cfg.Properties = append([]Property(nil), cfg.Properties...)
+	cfg.Properties[0].Origin = b.URL
+	extra := DefaultProperty()
+	extra.Name, extra.Hosts, extra.Origin = "new", []string{"new.example.test"}, b.URL
+	cfg.Properties = append(cfg.Properties, extra)
+	if err := te.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := te.get(t, "/x"); body != "B" {
+		t.Errorf("after reload the old origin answered: %q", body)
+	}
+	if resp, body := te.get(t, "/y", "Host", "new.example.test"); resp.StatusCode != 200 || body != "B" {
+		t.Errorf("new property: %d %q", resp.StatusCode, body)
+	}
+	bad := cfg
+	bad.Node.Name = "renamed"
+	if err := te.Reload(bad); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("renaming the node: %v", err)
+	}
+	bad = cfg
+	bad.Properties = nil
+	if err := te.Reload(bad); err == nil {
+		t.Error("a config without properties was accepted")
+	}
+	if _, body := te.get(t, "/x"); body != "B" {
+		t.Errorf("a failed reload changed the routing: %q", body)
+	}
+}

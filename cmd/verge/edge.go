@@ -176,6 +176,9 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		public, admin = untilReady(eng, public), purgeAdmin(replica, admin)
 		eng.SetReady(false) // until the replica has caught up
 	}
+	if *configPath != "" {
+		go reloadOnHUP(ctx, *configPath, role, eng, log)
+	}
 	servers, err := publicServers(ctx, cfg, public, scrub, log)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
@@ -202,6 +205,32 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// reloadOnHUP re-reads the config file on SIGHUP and applies what can
+// change without a restart (properties, upstream, header count); a bad file
+// or a change that needs a restart is logged and changes nothing.
+// Certificates are reloaded by the listeners on the same signal.
+func reloadOnHUP(ctx context.Context, path string, role edge.Role, eng *edge.Engine, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		file := defaultCacheFile()
+		file.Role = role
+		if err := configs.Load(path, &file); err != nil {
+			log.Error("config reload failed; keeping the running config", "err", err)
+			continue
+		}
+		if err := eng.Reload(file.Config); err != nil {
+			log.Error("config reload refused; keeping the running config", "err", err)
+		}
+	}
 }
 
 // publicServers opens the cache's public listeners: plain HTTP, and with
