@@ -118,51 +118,89 @@ func keyOfURL(raw string) string {
 	return k
 }
 
+// matcher returns the predicate selecting the objects a valid purge covers.
+func (p Purge) matcher() func(*storage.Object) bool {
+	switch p.Kind {
+	case PurgeURL:
+		k := keyOfURL(p.Value)
+		return func(o *storage.Object) bool { return baseKey(o.Key) == k }
+	case PurgePrefix:
+		k := keyOfURL(p.Value)
+		return func(o *storage.Object) bool { return strings.HasPrefix(baseKey(o.Key), k) }
+	case PurgeHost:
+		h := cachekey.Host(p.Value)
+		return func(o *storage.Object) bool { return cachekey.HostOf(o.Key) == h }
+	case PurgeTag:
+		return func(o *storage.Object) bool { return slices.Contains(o.SurrogateKeys, p.Value) }
+	}
+	return func(*storage.Object) bool { return true } // all
+}
+
 // Purge applies p to this node's cache and reports how many objects matched.
 func (e *Engine) Purge(p Purge) (PurgeResult, error) {
-	if err := p.Validate(); err != nil {
+	res, err := e.PurgeBatch([]Purge{p})
+	if err != nil {
 		return PurgeResult{}, err
+	}
+	return res[0], nil
+}
+
+// PurgeBatch applies several purges in one pass over the cache (a node
+// catching up on many purges scans once, not once per purge). An object
+// that any hard purge covers is deleted; one that only soft purges cover is
+// marked stale. Each result counts the objects its purge covered.
+func (e *Engine) PurgeBatch(ps []Purge) ([]PurgeResult, error) {
+	for _, p := range ps {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	start := e.now()
 	e.purgeMu.Lock()
 	e.purgeEpoch.Add(1) // fills that began before now will not store
 	e.purgeMu.Unlock()
-	var match func(*storage.Object) bool
-	switch p.Kind {
-	case PurgeAll:
-		match = func(*storage.Object) bool { return true }
-	case PurgeURL:
-		k := keyOfURL(p.Value)
-		match = func(o *storage.Object) bool { return baseKey(o.Key) == k }
-	case PurgePrefix:
-		k := keyOfURL(p.Value)
-		match = func(o *storage.Object) bool { return strings.HasPrefix(baseKey(o.Key), k) }
-	case PurgeHost:
-		h := cachekey.Host(p.Value)
-		match = func(o *storage.Object) bool { return cachekey.HostOf(o.Key) == h }
-	case PurgeTag:
-		match = func(o *storage.Object) bool { return slices.Contains(o.SurrogateKeys, p.Value) }
+	match := make([]func(*storage.Object) bool, len(ps))
+	for i, p := range ps {
+		match[i] = p.matcher()
 	}
-	n := 0
+	counts := make([]int, len(ps))
 	e.store.Range(func(o *storage.Object) bool {
-		if !match(o) {
-			return true
+		hard, soft := false, false
+		for i, m := range match {
+			if !m(o) {
+				continue
+			}
+			if !o.IsMarker() {
+				counts[i]++
+			}
+			if ps[i].Soft {
+				soft = true
+			} else {
+				hard = true
+			}
 		}
-		if p.Soft && !o.IsMarker() {
-			stale := *o
-			stale.Lifetime, stale.SWR = 0, 0
-			stale.InitialAge = 0
-			e.store.Put(&stale)
-		} else if !p.Soft {
+		switch {
+		case hard:
 			e.store.Delete(o.Key)
-		}
-		if !o.IsMarker() {
-			n++
+		case soft && !o.IsMarker():
+			stale := *o
+			stale.Lifetime, stale.SWR, stale.InitialAge = 0, 0, 0
+			e.store.Put(&stale)
 		}
 		return true
 	})
-	return PurgeResult{Node: e.name, Seq: p.Seq, Matched: n, Took: e.now().Sub(start)}, nil
+	took := e.now().Sub(start)
+	out := make([]PurgeResult, len(ps))
+	for i, p := range ps {
+		out[i] = PurgeResult{Node: e.name, Seq: p.Seq, Matched: counts[i], Took: took}
+	}
+	return out, nil
 }
+
+// LoadToken reads the cluster token a config names (cluster_token, or the
+// trimmed contents of cluster_token_file), for the components wired around
+// the engine.
+func LoadToken(cfg Config) (string, error) { return loadToken(cfg) }
 
 // Admin returns the node admin API (besides /healthz and /metrics, which the
 // server adds): POST /purge and POST /preload, with a cluster token. It must

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -327,7 +326,7 @@ func closeAll(servers []server) {
 // it is ready.
 func newReplica(file cacheFile, eng *edge.Engine, log *slog.Logger) (*purgelog.Replica, error) {
 	pc := file.PurgeLog
-	token, err := clusterToken(file.Config)
+	token, err := edge.LoadToken(file.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -354,19 +353,6 @@ func newReplica(file cacheFile, eng *edge.Engine, log *slog.Logger) (*purgelog.R
 		GapTimeout: pc.GapTimeout.D(),
 		Log:        log,
 	}), nil
-}
-
-// clusterToken is the token the node presents to its purge log peers: the
-// one the engine checks (cluster_token, or cluster_token_file's content).
-func clusterToken(c edge.Config) (string, error) {
-	if c.ClusterTokenFile == "" {
-		return c.ClusterToken, nil
-	}
-	b, err := os.ReadFile(c.ClusterTokenFile)
-	if err != nil {
-		return "", fmt.Errorf("cluster token: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // purgeAdmin is the admin API with the purge log: the replica's POST /purge

@@ -135,7 +135,7 @@ func reportCache(log *slog.Logger, cfg reportConfig, eng *edge.Engine, ec edge.C
 	if cfg.URL == "" {
 		return func() {}, nil
 	}
-	token, err := clusterToken(ec)
+	token, err := edge.LoadToken(ec)
 	if err != nil {
 		return nil, err
 	}

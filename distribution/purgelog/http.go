@@ -255,6 +255,9 @@ func (c *Client) get(ctx context.Context, path string, st *Stats, v any) error {
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Accept", "application/json")
+	if st == nil {
+		st = &Stats{} // the caller does not count
+	}
 	st.Requests++
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -436,26 +439,46 @@ func (c *Client) Diff(ctx context.Context, local *Log, st *Stats) ([]Range, erro
 }
 
 // Fetch brings local up to date with the peer: it finds the differing ranges
-// (Diff), fetches their records, and calls apply for each record local does
-// not hold exactly (apply is expected to apply it and Put it in local).
-func (c *Client) Fetch(ctx context.Context, local *Log, apply func(edge.Purge) error) (Stats, error) {
+// (Diff), fetches their records, and calls apply with the records local does
+// not hold exactly, in order, a batch at a time (apply is expected to apply
+// them and Put them in local; a batch lets a cache apply many purges in one
+// pass). Records that arrived are applied even when a later page fails.
+func (c *Client) Fetch(ctx context.Context, local *Log, apply func([]edge.Purge) error) (Stats, error) {
 	var st Stats
 	ranges, err := c.Diff(ctx, local, &st)
 	if err != nil || len(ranges) == 0 {
 		return st, err
 	}
+	var batch []edge.Purge
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := apply(batch)
+		if err == nil {
+			st.Applied += len(batch)
+		}
+		batch = batch[:0]
+		return err
+	}
 	err = c.Records(ctx, ranges, &st, func(p edge.Purge) error {
 		if local.Has(p) {
 			return nil
 		}
-		if err := apply(p); err != nil {
-			return err
+		batch = append(batch, p)
+		if len(batch) >= fetchBatch {
+			return flush()
 		}
-		st.Applied++
 		return nil
 	})
+	if ferr := flush(); err == nil {
+		err = ferr
+	}
 	return st, err
 }
+
+// fetchBatch is how many missed purges a catch-up applies in one pass.
+const fetchBatch = 1024
 
 // FetchAll fetches the peer's whole log, calling fn for every record: the
 // naive catch-up Fetch improves on, and how a new management replica could

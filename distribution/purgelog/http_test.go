@@ -37,8 +37,15 @@ func fill(t testing.TB, l *Log, from, to uint64) {
 	}
 }
 
-func putInto(l *Log) func(edge.Purge) error {
-	return func(p edge.Purge) error { _, err := l.Put(p); return err }
+func putInto(l *Log) func([]edge.Purge) error {
+	return func(ps []edge.Purge) error {
+		for _, p := range ps {
+			if _, err := l.Put(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 func sameLogs(t *testing.T, a, b *Log) {
@@ -122,13 +129,17 @@ func TestFetchHoles(t *testing.T) {
 			}
 			_, cl := serve(t, authority, nil)
 			applied := 0
-			st, err := cl.Fetch(context.Background(), node, func(p edge.Purge) error {
-				if !c.missed[p.Seq] {
-					t.Errorf("applied %d, which the node had", p.Seq)
+			st, err := cl.Fetch(context.Background(), node, func(ps []edge.Purge) error {
+				for _, p := range ps {
+					if !c.missed[p.Seq] {
+						t.Errorf("applied %d, which the node had", p.Seq)
+					}
+					applied++
+					if _, err := node.Put(p); err != nil {
+						return err
+					}
 				}
-				applied++
-				_, err := node.Put(p)
-				return err
+				return nil
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -283,7 +294,7 @@ func TestClientRejectsBadAnswers(t *testing.T) {
 			}
 		}))
 		cl, _ := NewClient(srv.URL, token, nil)
-		_, err := cl.Fetch(context.Background(), openLog(t, t.TempDir()), func(edge.Purge) error { return nil })
+		_, err := cl.Fetch(context.Background(), openLog(t, t.TempDir()), func([]edge.Purge) error { return nil })
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}

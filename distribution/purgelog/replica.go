@@ -21,7 +21,16 @@ type Purger interface {
 	Purge(edge.Purge) (edge.PurgeResult, error)
 }
 
-var _ Purger = (*edge.Engine)(nil)
+// BatchPurger applies many purges in one pass over the cache; a catch-up
+// uses it when the cache has it.
+type BatchPurger interface {
+	PurgeBatch([]edge.Purge) ([]edge.PurgeResult, error)
+}
+
+var (
+	_ Purger      = (*edge.Engine)(nil)
+	_ BatchPurger = (*edge.Engine)(nil)
+)
 
 // ReplicaOptions are a Replica's collaborators and timings.
 type ReplicaOptions struct {
@@ -177,6 +186,44 @@ func (r *Replica) apply(p edge.Purge, source string) (edge.PurgeResult, bool, er
 	return res, false, nil
 }
 
+// applyBatch applies the purges the log does not hold yet, in one pass over
+// the cache when it can, then records them in order.
+func (r *Replica) applyBatch(ps []edge.Purge, source string) error {
+	bp, ok := r.cache.(BatchPurger)
+	if !ok || len(ps) < 2 {
+		for _, p := range ps {
+			if _, _, err := r.apply(p, source); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	todo := ps[:0:0]
+	for _, p := range ps {
+		if r.log.Has(p) {
+			r.m.duplicates.Inc()
+			continue
+		}
+		todo = append(todo, p)
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	if _, err := bp.PurgeBatch(todo); err != nil {
+		return err
+	}
+	// Recorded after they are applied, as in apply.
+	for _, p := range todo {
+		if _, err := r.log.Put(p); err != nil {
+			return err
+		}
+		r.m.applied.WithLabelValues(source).Inc()
+	}
+	return nil
+}
+
 // Sync runs one round of anti-entropy: against each peer in turn until one
 // answers, it compares trees, fetches the differing ranges and applies what
 // this node lacks. It waits (within ctx) for a round already running.
@@ -198,13 +245,16 @@ func (r *Replica) sync(ctx context.Context, pending edge.Purge) (Stats, error) {
 	var errs []error
 	for _, peer := range r.o.Peers {
 		left := 0
-		st, err := peer.Fetch(ctx, r.log, func(p edge.Purge) error {
-			if p == pending {
-				left++
-				return nil
+		st, err := peer.Fetch(ctx, r.log, func(ps []edge.Purge) error {
+			keep := ps[:0:0]
+			for _, p := range ps {
+				if p == pending {
+					left++
+					continue
+				}
+				keep = append(keep, p)
 			}
-			_, _, err := r.apply(p, "sync")
-			return err
+			return r.applyBatch(keep, "sync")
 		})
 		st.Applied -= left
 		total.add(st)
