@@ -36,4 +36,22 @@ go vet ./...
 log "go test -race"
 go test -race -count=1 -timeout 30m ./...
 
+# The compose smoke test (deploy/smoke.sh): the image, all the nodes as
+# containers, dig/curl/purge/failover from this host, then teardown.
+if docker info >/dev/null 2>&1; then
+  missing=()
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v curl >/dev/null || missing+=(curl)
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    sudo=(); [[ $(id -u) == 0 ]] || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  fi
+  log "compose smoke test"
+  deploy/smoke.sh
+else
+  log "skipping the compose smoke test: no Docker engine"
+fi
+
 log "all checks passed"
