@@ -240,6 +240,7 @@ func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, scrub 
 		s.MaxHeaderBytes = int(cfg.Limits.MaxHeaderBytes)
 		s.ReadHeaderTimeout = cfg.Limits.ReadHeaderTimeout.D()
 		s.IdleTimeout = cfg.Limits.IdleTimeout.D()
+		s.HTTP2 = listenpkg.HTTP2Config()
 	}
 	pub, err := listen("public", cfg.Listen.HTTP, h, log)
 	if err != nil {
