@@ -9,51 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 )
-
-// dnsLog is a log buffer safe for a running command and the test.
-type dnsLog struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *dnsLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *dnsLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitLog returns the first submatch of re in the command's log, waiting
-// for it to appear (or for the command to exit).
-func waitLog(t *testing.T, logs *dnsLog, re *regexp.Regexp, exited <-chan int) string {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(30 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(logs.String()); m != nil {
-			return m[1]
-		}
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d early:\n%s", code, logs.String())
-		case <-deadline:
-			t.Fatalf("no %q in the log after 30s:\n%s", re, logs.String())
-		case <-tick.C:
-		}
-	}
-}
 
 const dnsTestCSV = `cidr,country,continent,lat,lon
 127.0.0.0/8,US,NA,39.04,-77.49
@@ -92,7 +52,7 @@ func TestDNSCommand(t *testing.T) {
 	cfg := filepath.Join(dir, "dns.yaml")
 	os.WriteFile(cfg, []byte(dnsTestYAML), 0o644)
 
-	logs := &dnsLog{}
+	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exited := make(chan int, 1)

@@ -7,52 +7,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a server's logger and a test.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// waitListening returns the address a server logged for name, waiting for
-// the log line (or for the command to exit early).
-func waitListening(t *testing.T, logs *lockedBuffer, name string, exited <-chan int) string {
-	t.Helper()
-	re := regexp.MustCompile(`msg=listening server=` + name + ` addr=(\S+)`)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(30 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(logs.String()); m != nil {
-			return m[1]
-		}
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d before listening:\n%s", code, logs.String())
-		case <-deadline:
-			t.Fatalf("no %s listener after 30s:\n%s", name, logs.String())
-		case <-tick.C:
-		}
-	}
-}
 
 func TestOriginCommand(t *testing.T) {
 	root := t.TempDir()

@@ -11,54 +11,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vergecdn/verge/configs"
 )
-
-// scrubLog is the command's log, safe for the command and the test.
-type scrubLog struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *scrubLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *scrubLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// scrubAddr waits for the command to log its listener called name.
-func scrubAddr(t *testing.T, logs *scrubLog, name string, exited <-chan int) string {
-	t.Helper()
-	re := regexp.MustCompile(`msg=listening server=` + name + ` addr=(\S+)`)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(30 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(logs.String()); m != nil {
-			return m[1]
-		}
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d before listening:\n%s", code, logs.String())
-		case <-deadline:
-			t.Fatalf("no %s listener after 30s:\n%s", name, logs.String())
-		case <-tick.C:
-		}
-	}
-}
 
 func TestScrubberSampleConfig(t *testing.T) {
 	cfg := defaultScrubberConfig()
@@ -73,14 +32,14 @@ func TestScrubberSampleConfig(t *testing.T) {
 
 // startScrubber runs "verge scrubber args..." until the test ends and
 // returns its public and admin addresses.
-func startScrubber(t *testing.T, args ...string) (pub, admin string, logs *scrubLog, stop func() int) {
+func startScrubber(t *testing.T, args ...string) (pub, admin string, logs *lockedBuffer, stop func() int) {
 	t.Helper()
-	logs = &scrubLog{}
+	logs = &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	exited := make(chan int, 1)
 	go func() { exited <- runScrubber(ctx, env{args: args, stdout: io.Discard, stderr: logs}) }()
-	pub = scrubAddr(t, logs, "public", exited)
-	admin = scrubAddr(t, logs, "admin", exited)
+	pub = waitListening(t, logs, "public", exited)
+	admin = waitListening(t, logs, "admin", exited)
 	stopped := false
 	stop = func() int {
 		if stopped {
