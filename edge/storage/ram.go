@@ -4,145 +4,179 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// RAM is an in-memory LRU tier bounded in bytes, split into shards by key
-// hash; each shard is an LRU with its own lock and an equal share of the budget.
+// RAM is the in-memory tier: objects bounded in bytes, split into shards by
+// key hash. Each shard has its own lock, an equal share of the budget and its
+// own eviction policy (lru, 2q, arc or tinylfu), so concurrent hits on
+// different keys do not queue on one lock.
+//
+// A shard indexes objects by a 64-bit hash of their key (from a per-process
+// seed) and checks the stored object's key on every hit, so a hash collision
+// is a miss, never a wrong object.
 type RAM struct {
 	seed   maphash.Seed
 	shards []ramShard
+	shift  uint // a key's shard is its hash >> shift
+	policy Policy
 	bytes  atomic.Int64
 	count  atomic.Int64
 	evicts atomic.Uint64
-	// OnEvict, when set before use, is called for every object evicted to
-	// make room (not for Delete or replacement), outside the shard's lock.
+	// OnEvict, when set before use, is called for every object that leaves
+	// the tier to make room or that the policy did not admit (not for Delete
+	// or replacement), outside the shard's lock.
 	OnEvict func(*Object)
 }
 
-// ramEntry is an object with its size, computed once when it is stored.
-type ramEntry struct {
-	o    *Object
-	size int64
-}
-
 type ramShard struct {
-	mu     sync.Mutex // guards lru and bytes
-	lru    *simplelru.LRU[string, ramEntry]
-	bytes  int64
+	mu     sync.Mutex // guards pol, hits and misses
+	pol    policy
+	hits   uint64
+	misses uint64
 	budget int64
+	_      [128 - 48]byte // one shard per pair of cache lines: no false sharing
 }
 
-// NewRAM returns a RAM tier holding at most budget bytes in n shards
-// (n is rounded up to a power of two; 0 means 32).
+// NewRAM returns a RAM tier of the default policy holding at most budget
+// bytes in n shards (n is rounded up to a power of two; 0 means 32).
 func NewRAM(budget int64, n int) *RAM {
-	if n <= 0 {
-		n = 32
-	}
-	p := 1
-	for p < n {
-		p <<= 1
-	}
-	r := &RAM{seed: maphash.MakeSeed(), shards: make([]ramShard, p)}
-	for i := range r.shards {
-		// Entry count is unbounded here: the byte budget evicts.
-		l, _ := simplelru.NewLRU[string, ramEntry](1<<62, nil)
-		r.shards[i] = ramShard{lru: l, budget: budget / int64(p)}
+	r, err := NewRAMPolicy(budget, n, DefaultPolicy)
+	if err != nil {
+		panic(err) // the default policy always exists
 	}
 	return r
 }
 
-func (r *RAM) shard(key string) *ramShard {
-	h := maphash.String(r.seed, key)
-	return &r.shards[h&uint64(len(r.shards)-1)]
+// NewRAMPolicy is NewRAM with an eviction policy ("" means DefaultPolicy).
+func NewRAMPolicy(budget int64, n int, p Policy) (*RAM, error) {
+	if n <= 0 {
+		n = 32
+	}
+	if p == "" {
+		p = DefaultPolicy
+	}
+	shift := uint(64)
+	size := 1
+	for size < n {
+		size <<= 1
+		shift--
+	}
+	r := &RAM{seed: maphash.MakeSeed(), shards: make([]ramShard, size), shift: shift, policy: p}
+	for i := range r.shards {
+		pol, err := newPolicy(p, budget/int64(size))
+		if err != nil {
+			return nil, err
+		}
+		r.shards[i].pol = pol
+		r.shards[i].budget = budget / int64(size)
+	}
+	return r, nil
 }
 
-// MaxObject is the largest object a shard can hold.
+func (r *RAM) hash(key string) uint64 { return maphash.String(r.seed, key) }
+
+func (r *RAM) shard(h uint64) *ramShard { return &r.shards[h>>r.shift] }
+
+// MaxObject is the largest object (by Object.Size) a shard can hold.
 func (r *RAM) MaxObject() int64 { return r.shards[0].budget }
 
-// Get returns the object stored under key and marks it recently used.
+// Policy is the tier's eviction policy.
+func (r *RAM) Policy() Policy { return r.policy }
+
+// Get returns the object stored under key and records the access (a miss
+// counts too: the tinylfu policy learns from misses what to admit later).
 func (r *RAM) Get(key string) (*Object, bool) {
-	s := r.shard(key)
+	h := r.hash(key)
+	s := r.shard(h)
 	s.mu.Lock()
-	e, ok := s.lru.Get(key)
+	e, ok := s.pol.get(h)
+	ok = ok && e.o.Key == key
+	if ok {
+		s.hits++
+	} else {
+		s.misses++
+	}
 	s.mu.Unlock()
-	return e.o, ok
+	if !ok {
+		return nil, false
+	}
+	return e.o, true
 }
 
-// Peek returns the object under key without changing its recency.
+// Peek returns the object under key without recording an access.
 func (r *RAM) Peek(key string) (*Object, bool) {
-	s := r.shard(key)
+	h := r.hash(key)
+	s := r.shard(h)
 	s.mu.Lock()
-	e, ok := s.lru.Peek(key)
+	e, ok := s.pol.peek(h)
 	s.mu.Unlock()
-	return e.o, ok
+	if !ok || e.o.Key != key {
+		return nil, false
+	}
+	return e.o, true
 }
 
-// Put stores o under o.Key, replacing any object there, and evicts the least
-// recently used objects of its shard until the shard fits its budget. An
-// object larger than a shard's budget is not stored.
+// Put stores o under o.Key, replacing any object there, and evicts what the
+// policy chooses until the shard fits its budget. It reports whether o is
+// stored afterwards (tinylfu may turn a new object away at once when it is
+// larger than the window). An object larger than a shard's budget is not
+// stored, and the object it would have replaced is removed.
 func (r *RAM) Put(o *Object) bool {
+	stored, evicted := r.put(o)
+	if r.OnEvict != nil {
+		for _, e := range evicted {
+			r.OnEvict(e.o)
+		}
+	}
+	return stored
+}
+
+// put is Put returning what left the tier instead of calling OnEvict.
+func (r *RAM) put(o *Object) (stored bool, evicted []entry) {
 	size := o.Size()
-	s := r.shard(o.Key)
+	h := r.hash(o.Key)
+	s := r.shard(h)
 	if size > s.budget {
-		return false
+		r.Delete(o.Key)
+		return false, nil
 	}
-	var evicted []*Object
 	s.mu.Lock()
-	if old, ok := s.lru.Peek(o.Key); ok {
-		s.bytes -= old.size
-		r.bytes.Add(-old.size)
-		r.count.Add(-1)
-	}
-	s.lru.Add(o.Key, ramEntry{o, size})
-	s.bytes += size
-	r.bytes.Add(size)
-	r.count.Add(1)
-	for s.bytes > s.budget {
-		_, old, ok := s.lru.RemoveOldest()
-		if !ok {
-			break
-		}
-		s.bytes -= old.size
-		r.bytes.Add(-old.size)
-		r.count.Add(-1)
-		evicted = append(evicted, old.o)
-	}
+	b0, n0 := s.pol.bytes(), s.pol.len()
+	evicted, stored = s.pol.add(h, entry{o: o, size: size}, nil)
+	db, dn := s.pol.bytes()-b0, s.pol.len()-n0
 	s.mu.Unlock()
-	if len(evicted) > 0 {
-		r.evicts.Add(uint64(len(evicted)))
-		if r.OnEvict != nil {
-			for _, e := range evicted {
-				r.OnEvict(e)
-			}
-		}
-	}
-	return true
+	r.bytes.Add(db)
+	r.count.Add(int64(dn))
+	r.evicts.Add(uint64(len(evicted)))
+	return stored, evicted
 }
 
 // Delete removes the object under key and reports whether there was one.
 func (r *RAM) Delete(key string) bool {
-	s := r.shard(key)
+	h := r.hash(key)
+	s := r.shard(h)
 	s.mu.Lock()
-	e, ok := s.lru.Peek(key)
+	e, ok := s.pol.peek(h)
+	ok = ok && e.o.Key == key
 	if ok {
-		s.lru.Remove(key)
-		s.bytes -= e.size
+		s.pol.remove(h)
+	}
+	s.mu.Unlock()
+	if ok {
 		r.bytes.Add(-e.size)
 		r.count.Add(-1)
 	}
-	s.mu.Unlock()
 	return ok
 }
 
 // Range calls fn for every object until fn returns false. It works on a
 // snapshot of each shard in turn, so fn may call Put or Delete.
 func (r *RAM) Range(fn func(*Object) bool) {
+	var entries []entry
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
-		entries := s.lru.Values()
+		entries = s.pol.values(entries[:0])
 		s.mu.Unlock()
 		for _, e := range entries {
 			if !fn(e.o) {
@@ -152,14 +186,28 @@ func (r *RAM) Range(fn func(*Object) bool) {
 	}
 }
 
-// Stats reports the tier's size.
+// Stats describes one tier.
 type Stats struct {
 	Objects   int64
 	Bytes     int64
-	Evictions uint64
+	Evictions uint64 // objects removed to make room (and, in RAM, not admitted)
+	Capacity  int64  // the byte budget
+	Hits      uint64 // lookups answered by this tier
+	Misses    uint64 // lookups it could not answer
+	Rejected  uint64 // RAM: objects the policy did not admit (included in Evictions)
 }
 
-// Stats returns the current object count, bytes and evictions so far.
+// Stats returns the tier's counters.
 func (r *RAM) Stats() Stats {
-	return Stats{Objects: r.count.Load(), Bytes: r.bytes.Load(), Evictions: r.evicts.Load()}
+	st := Stats{Objects: r.count.Load(), Bytes: r.bytes.Load(), Evictions: r.evicts.Load()}
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		st.Hits += s.hits
+		st.Misses += s.misses
+		st.Rejected += s.pol.rejected()
+		s.mu.Unlock()
+		st.Capacity += s.budget
+	}
+	return st
 }
