@@ -76,7 +76,7 @@ func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *proper
 		Header:     h,
 		Host:       host,
 	}
-	if !fill && r.Body != nil && r.Body != http.NoBody {
+	if !fill && r.Body != nil && r.Body != http.NoBody && !bodyless(method) {
 		out.Body = r.Body
 		out.ContentLength = r.ContentLength
 		if r.ContentLength == 0 {
@@ -85,6 +85,18 @@ func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *proper
 	}
 	key := p.key.Build(cachekey.Host(r.Host), r.URL.EscapedPath(), r.URL.RawQuery, r.Header)
 	return out.WithContext(cachekey.NewContext(ctx, key))
+}
+
+// bodyless are the methods whose request content is never forwarded. A
+// body on GET or HEAD has no defined meaning (RFC 9110 section 9.3), and
+// an origin that ignores one would read it as the next request on the
+// connection (CL.0 smuggling); TRACE must not carry one at all.
+func bodyless(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // upstreamError answers a failed upstream exchange: 504 for a timeout, 502
