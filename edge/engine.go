@@ -325,6 +325,19 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.stats.refused.Add(1)
 		return
 	}
+	if r.URL.Path == "*" {
+		// The asterisk-form is a server-wide OPTIONS (RFC 9112 section
+		// 3.2.4), answered here as Go's HTTP/1 server does; it names no
+		// resource to fetch or cache.
+		if r.Method != http.MethodOptions {
+			e.plainError(w, http.StatusBadRequest, "the target * is for OPTIONS only")
+			e.stats.refused.Add(1)
+			return
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if adminMethod(r.Method) {
 		// Cache control belongs to the admin API; on the public listener such
 		// a request is neither obeyed nor forwarded (forwarding could make it

@@ -1,10 +1,13 @@
 package edge
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Regression cases for defects the attack corpora in cmd/verge found.
@@ -33,4 +36,65 @@ func TestBodylessMethodsForwardNoBody(t *testing.T) {
 			t.Errorf("%s: origin got %q, want %q", c.method, got, c.want)
 		}
 	}
+}
+
+// The asterisk-form target is a server-wide OPTIONS and nothing else: it is
+// answered by the node, and other methods with it are refused rather than
+// fetched (and cached) as a resource named "*".
+func TestAsteriskForm(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("origin got %s %s", r.Method, r.RequestURI)
+	})
+	te := newEdge(t, o.URL, nil)
+	for _, c := range []struct {
+		req  string
+		want int
+	}{
+		{"GET * HTTP/1.1\r\nHost: www.example.test\r\n\r\n", http.StatusBadRequest},
+		{"POST * HTTP/1.1\r\nHost: www.example.test\r\nContent-Length: 0\r\n\r\n", http.StatusBadRequest},
+		{"OPTIONS * HTTP/1.1\r\nHost: www.example.test\r\n\r\n", http.StatusOK},
+	} {
+		c2, err := net.Dial("tcp", te.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2.SetDeadline(time.Now().Add(10 * time.Second)) // a hang guard only
+		io.WriteString(c2, c.req)
+		resp, err := http.ReadResponse(bufio.NewReader(c2), nil)
+		c2.Close()
+		if err != nil {
+			t.Fatalf("%q: %v", c.req, err)
+		}
+		if resp.StatusCode != c.want {
+			t.Errorf("%q: status %d, want %d", c.req, resp.StatusCode, c.want)
+		}
+	}
+	// Over HTTP/2 OPTIONS * reaches the handler: answered there too.
+	rec := &headerRecorder{h: http.Header{}}
+	req, _ := http.NewRequest(http.MethodOptions, "http://www.example.test/", nil)
+	req.URL.Path, req.RequestURI, req.Host = "*", "*", "www.example.test"
+	te.ServeHTTP(rec, req)
+	if rec.code != http.StatusOK {
+		t.Errorf("OPTIONS * in the handler: %d", rec.code)
+	}
+}
+
+// headerRecorder is a minimal ResponseWriter.
+type headerRecorder struct {
+	h    http.Header
+	code int
+	body strings.Builder
+}
+
+func (r *headerRecorder) Header() http.Header { return r.h }
+func (r *headerRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+func (r *headerRecorder) Write(p []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.body.Write(p)
 }
