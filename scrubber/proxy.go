@@ -17,18 +17,55 @@ import (
 // out) with a short body when the upstream does not answer.
 func (s *Scrubber) Proxy(target *url.URL, rt http.RoundTripper) http.Handler {
 	t := *target
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&t)
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
 			pr.SetXForwarded()
+			if bodyless(pr.In.Method) {
+				// An upstream that ignores a GET's body would read it as
+				// its next request (CL.0 smuggling); the front end still
+				// reads it off the client connection.
+				pr.Out.Body, pr.Out.ContentLength, pr.Out.TransferEncoding = nil, 0, nil
+			}
 		},
 		Transport:    rt,
 		BufferPool:   proxyBuffers{},
 		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ErrorHandler: s.upstreamError,
 	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RequestURI == "*" {
+			asterisk(w, r)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// bodyless are the methods whose request content is not forwarded: it has
+// no defined meaning on GET and HEAD (RFC 9110 section 9.3), and TRACE must
+// carry none.
+func bodyless(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// asterisk answers a request for the target "*": a server-wide OPTIONS gets
+// an empty 200, as net/http's own server gives it (forwarded, it would have
+// become a request for the path "/*"); any other method is malformed (RFC
+// 9112 section 3.2.4).
+func asterisk(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodOptions {
+		http.Error(w, "400 bad request: the target * is for OPTIONS only", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
 }
 
 var (
