@@ -458,6 +458,26 @@ func scanHead(b []byte) (n int, keep bool, done bool) {
 	}
 }
 
+// hasBothLengths reports whether a request head (through its blank line)
+// has both a Content-Length and a Transfer-Encoding field.
+func hasBothLengths(head []byte) bool {
+	var cl, te bool
+	for len(head) > 0 {
+		j := indexByte(head, '\n')
+		if j < 0 {
+			j = len(head) - 1
+		}
+		l := head[:j]
+		head = head[j+1:]
+		if colon := indexByte(l, ':'); colon > 0 {
+			name := l[:colon]
+			cl = cl || equalFold(name, "content-length")
+			te = te || equalFold(name, "transfer-encoding")
+		}
+	}
+	return cl && te
+}
+
 func headerKeeps(l []byte) bool {
 	colon := indexByte(l, ':')
 	if colon <= 0 {
@@ -539,6 +559,11 @@ func (c *frontConn) serveAdmitted(h http.Handler) bool {
 	cfg := &c.s.cfg.Connections
 	c.rdl = time.Now().Add(cfg.ReadHeaderTimeout.D())
 	c.nc.SetReadDeadline(c.rdl)
+	// http.ReadRequest drops Content-Length when Transfer-Encoding is
+	// present, so look at the head first while it sits in the buffer.
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	headLen, _, headWhole := scanHead(buffered)
+	framingConflict := headWhole && hasBothLengths(buffered[:headLen])
 	req, err := http.ReadRequest(c.br)
 	if err != nil {
 		switch {
@@ -555,6 +580,14 @@ func (c *frontConn) serveAdmitted(h http.Handler) bool {
 		return false
 	}
 	c.lr.remain = math.MaxInt64
+	if len(req.TransferEncoding) > 0 && (framingConflict || !headWhole) {
+		// RFC 9112 section 6.1: after a request with both Content-Length
+		// and Transfer-Encoding the connection must close, so a proxy in
+		// front that framed it by Content-Length cannot pass a second
+		// request through. A chunked request whose head was not whole in
+		// the buffer cannot be checked, and closes too.
+		req.Close = true
+	}
 	if code, msg := checkRequest(req); code != 0 {
 		c.s.m.slowClosed.WithLabelValues("bad_request").Inc()
 		c.writeError(code, msg)

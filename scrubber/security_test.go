@@ -53,3 +53,52 @@ func TestProxyDropsBodiesOfBodylessMethods(t *testing.T) {
 		}
 	})
 }
+
+// After a request with both Content-Length and Transfer-Encoding the front
+// end answers and closes (RFC 9112 section 6.1): what a proxy in front
+// framed by Content-Length as one request never becomes two here. net/http
+// keeps such connections open (golang/go#80942); the front end does not.
+func TestFrontClosesAfterConflictingFraming(t *testing.T) {
+	env := newTest(t, nil)
+	got := make(chan string, 8)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Method + " " + r.RequestURI
+	}))
+	defer up.Close()
+	_, addr := startFront(t, env, env.s.Proxy(upstreamURL(t, up), &http.Transport{}))
+	hidden := "GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, fields := range []string{
+		"Content-Length: 40\r\nTransfer-Encoding: chunked\r\n",
+		"Transfer-Encoding: chunked\r\ncontent-length: 40\r\n",
+	} {
+		c := dialRaw(t, addr)
+		c.send("POST /a HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n0\r\n\r\n" + hidden)
+		resp, _ := c.response("POST")
+		if resp.StatusCode != 200 || !resp.Close {
+			t.Errorf("%q: status %d, close %v", fields, resp.StatusCode, resp.Close)
+		}
+		if n, err := c.br.Read(make([]byte, 1)); n != 0 || err == nil {
+			t.Errorf("%q: the connection stayed open", fields)
+		}
+		if g := <-got; g != "POST /a" {
+			t.Errorf("upstream got %q", g)
+		}
+	}
+	// Chunked alone keeps the connection.
+	c := dialRaw(t, addr)
+	c.send("POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, _ := c.response("POST"); resp.Close {
+		t.Error("a chunked request without Content-Length closed the connection")
+	}
+	if resp, _ := c.response("GET"); resp.StatusCode != 200 {
+		t.Errorf("pipelined GET: %d", resp.StatusCode)
+	}
+	if a, b := <-got, <-got; a != "POST /b" || b != "GET /c" {
+		t.Errorf("upstream got %q, %q", a, b)
+	}
+	select {
+	case g := <-got:
+		t.Errorf("the hidden request reached the upstream: %q", g)
+	default:
+	}
+}
