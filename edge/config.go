@@ -12,6 +12,7 @@ import (
 	"github.com/vergecdn/verge/configs"
 	"github.com/vergecdn/verge/edge/cachekey"
 	"github.com/vergecdn/verge/edge/listen"
+	"github.com/vergecdn/verge/edge/storage"
 )
 
 // Role is what a node does in the tree.
@@ -76,11 +77,13 @@ type TLSFiles struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// CacheConfig sizes the cache.
+// CacheConfig sizes the cache: the storage tiers (ram_bytes, shards,
+// policy, disk; see edge/storage/README.md) and what is worth storing.
 type CacheConfig struct {
-	RAMBytes       configs.Bytes `yaml:"ram_bytes"`        // RAM tier budget, default 256MiB
-	MaxObjectBytes configs.Bytes `yaml:"max_object_bytes"` // larger objects pass through uncached, default 64MiB
-	Shards         int           `yaml:"shards"`           // RAM tier lock shards, default 32
+	storage.Config `yaml:",inline"`
+	// MaxObjectBytes: larger responses pass through uncached. Default 1GiB;
+	// the tiers lower it (a RAM-only cache stores at most ram_bytes/shards).
+	MaxObjectBytes configs.Bytes `yaml:"max_object_bytes"`
 }
 
 // LimitsConfig bounds what a client may send.
@@ -160,7 +163,7 @@ func DefaultConfig() Config {
 	return Config{
 		Node:   NodeConfig{Region: "default"},
 		Listen: ListenConfig{HTTP: "127.0.0.1:8080", Admin: "127.0.0.1:9080", HTTP3: true, CertReload: configs.Duration(10 * time.Second)},
-		Cache:  CacheConfig{RAMBytes: 256 << 20, MaxObjectBytes: 64 << 20, Shards: 32},
+		Cache:  CacheConfig{Config: storage.DefaultConfig(), MaxObjectBytes: 1 << 30},
 		Limits: LimitsConfig{
 			MaxHeaderBytes:    32 << 10,
 			MaxHeaderCount:    100,
@@ -224,14 +227,11 @@ func (c *Config) Validate() error {
 	if c.ClusterToken != "" && c.ClusterTokenFile != "" {
 		add(configs.Errorf("cluster_token_file", "set cluster_token or cluster_token_file, not both"))
 	}
-	if c.Cache.RAMBytes < 1<<20 {
-		add(configs.Errorf("cache.ram_bytes", "must be at least 1MiB, got %s", c.Cache.RAMBytes))
+	if err := c.Cache.Config.ValidateAt("cache"); err != nil {
+		add(err)
 	}
 	if c.Cache.MaxObjectBytes <= 0 {
 		add(configs.Errorf("cache.max_object_bytes", "must be positive"))
-	}
-	if c.Cache.Shards < 1 || c.Cache.Shards > 4096 {
-		add(configs.Errorf("cache.shards", "must be 1..4096, got %d", c.Cache.Shards))
 	}
 	if c.Limits.MaxHeaderBytes < 1<<10 {
 		add(configs.Errorf("limits.max_header_bytes", "must be at least 1KiB"))

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -30,14 +31,18 @@ type Store interface {
 	Range(fn func(*storage.Object) bool)
 }
 
-var _ Store = (*storage.RAM)(nil)
+var (
+	_ Store = (*storage.RAM)(nil)
+	_ Store = (*storage.Tiered)(nil)
+)
 
 // Options are the engine's collaborators; zero values get defaults.
 type Options struct {
 	// Transport carries requests to the next tier. Default: an
 	// http.Transport tuned from Config.UpstreamHTTP.
 	Transport http.RoundTripper
-	// Store holds cached objects. Default: a RAM tier of Config.Cache.
+	// Store holds cached objects. Default: the tiers of Config.Cache
+	// (storage.Open), which the engine closes in Close.
 	Store Store
 	// Now is the clock. Default time.Now.
 	Now    func() time.Time
@@ -52,6 +57,7 @@ type Engine struct {
 	name      string
 	routes    atomic.Pointer[routing] // swapped whole by Reload
 	store     Store
+	tiered    *storage.Tiered // the store when the engine opened it (nil: given in Options)
 	transport http.RoundTripper
 	now       func() time.Time
 	log       *slog.Logger
@@ -113,11 +119,14 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	}
 	e.maxObject = int64(cfg.Cache.MaxObjectBytes)
 	if e.store == nil {
-		ram := storage.NewRAM(int64(cfg.Cache.RAMBytes), cfg.Cache.Shards)
-		e.store = ram
-		if m := ram.MaxObject(); m < e.maxObject {
-			e.maxObject = m
+		st, err := storage.Open(context.Background(), cfg.Cache.Config, storage.Options{Logger: e.log, Now: e.now})
+		if err != nil {
+			return nil, fmt.Errorf("edge: cache: %w", err)
 		}
+		e.store, e.tiered = st, st
+	}
+	if m, ok := e.store.(interface{ MaxObject() int64 }); ok && m.MaxObject() < e.maxObject {
+		e.maxObject = m.MaxObject()
 	}
 	if e.transport == nil {
 		t, err := NewTransport(cfg.UpstreamHTTP)
@@ -267,6 +276,16 @@ func NewTransport(c UpstreamConfig) (*http.Transport, error) {
 		// Bodies are forwarded as the upstream encoded them.
 		DisableCompression: true,
 	}, nil
+}
+
+// Close stops the engine's own cache tiers: queued disk writes finish, the
+// RAM tier is saved to disk if so configured, and the index is checkpointed,
+// so a restart finds the cache warm. Call it after the listeners drained.
+func (e *Engine) Close() error {
+	if e.tiered == nil {
+		return nil
+	}
+	return e.tiered.Close()
 }
 
 // Name is the node name used in Cache-Status and Via.
@@ -427,16 +446,26 @@ func (e *Engine) serveCacheable(w http.ResponseWriter, r *http.Request, p *prope
 		return e.passThrough(w, r, p, key, e.status.bypassRequest)
 	}
 	obj, vary := e.lookup(key, r.Header)
+	var src bodySource
+	if obj != nil && obj.Body == nil && obj.HasDiskBody() {
+		fb, err := openBody(obj)
+		if err != nil {
+			obj = nil // it left the disk tier since the lookup: a miss
+		} else {
+			defer fb.close()
+			src = fb
+		}
+	}
 	if obj != nil {
 		st := storedOf(obj)
 		switch cachepolicy.Evaluate(&st, &dirs, now) {
 		case cachepolicy.Fresh:
-			return e.serveObject(w, r, obj, nil, e.status.hit, resHit, now)
+			return e.serveObject(w, r, obj, src, e.status.hit, resHit, now)
 		case cachepolicy.StaleOK:
-			return e.serveObject(w, r, obj, nil, e.status.staleHit, resStale, now)
+			return e.serveObject(w, r, obj, src, e.status.staleHit, resStale, now)
 		case cachepolicy.StaleRevalidate:
 			e.revalidateInBackground(r, p, key, obj)
-			return e.serveObject(w, r, obj, nil, e.status.swr, resStale, now)
+			return e.serveObject(w, r, obj, src, e.status.swr, resStale, now)
 		}
 	}
 	if dirs.OnlyIfCached {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -23,7 +24,7 @@ type fill struct {
 
 type fillResult struct {
 	obj    *storage.Object // shareable response (nil: not shareable)
-	body   *growBody       // its body while it is still arriving (nil: obj.Body is whole)
+	body   bodySource      // its body while it is still arriving (nil: obj's own)
 	status int             // upstream status, when there was a response
 	err    error           // upstream failure
 }
@@ -75,20 +76,57 @@ func (t *fillTable) inFlight() int {
 // number of readers. buf[:n] never changes once written, so readers use it
 // without copying.
 type growBody struct {
-	mu   sync.Mutex // guards buf's length, done, err and wake
-	buf  []byte
-	done bool
-	err  error
-	wake chan struct{} // closed and replaced on every change
-	size int64         // Content-Length, or -1
+	mu     sync.Mutex // guards buf's length, done, err and wake
+	buf    []byte
+	done   bool
+	err    error
+	wake   chan struct{} // closed and replaced on every change
+	length int64         // Content-Length, or -1
 }
 
-func newGrowBody(size int64) *growBody {
-	g := &growBody{size: size, wake: make(chan struct{})}
-	if size > 0 {
-		g.buf = make([]byte, 0, size)
+func newGrowBody(length int64) *growBody {
+	g := &growBody{length: length, wake: make(chan struct{})}
+	if length > 0 {
+		g.buf = make([]byte, 0, length)
 	}
 	return g
+}
+
+func (g *growBody) size() int64 { return g.length }
+
+func (g *growBody) complete(ctx context.Context) (int64, error) {
+	b, err := g.whole(ctx)
+	return int64(len(b)), err
+}
+
+// write streams n bytes from off (n < 0: to the end) as they arrive.
+func (g *growBody) write(ctx context.Context, w http.ResponseWriter, off, n int64) (int64, error) {
+	rc := http.NewResponseController(w)
+	var written int64
+	pos := off
+	for n < 0 || written < n {
+		p, done, err := g.next(ctx, pos)
+		if err != nil {
+			if ctx.Err() != nil {
+				return written, nil // the client left
+			}
+			return written, err
+		}
+		if done && len(p) == 0 {
+			break
+		}
+		if n >= 0 && int64(len(p)) > n-written {
+			p = p[:n-written]
+		}
+		k, werr := w.Write(p)
+		written += int64(k)
+		pos += int64(k)
+		if werr != nil {
+			return written, nil
+		}
+		rc.Flush()
+	}
+	return written, nil
 }
 
 // readFrom fills g from r until EOF, an error, or limit bytes (beyond which
@@ -99,7 +137,7 @@ func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.D
 	var tmp []byte
 	for {
 		var n int
-		if g.size > 0 && int64(len(g.buf)) < g.size {
+		if g.length > 0 && int64(len(g.buf)) < g.length {
 			// read straight into the preallocated tail, which no reader sees yet
 			n, err = r.Read(g.buf[len(g.buf):cap(g.buf)])
 			if n > 0 {
@@ -128,7 +166,7 @@ func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.D
 		}
 		if err == io.EOF {
 			err = nil
-			if g.size >= 0 && int64(len(g.buf)) != g.size {
+			if g.length >= 0 && int64(len(g.buf)) != g.length {
 				err = io.ErrUnexpectedEOF
 			}
 			return tooBig, err
@@ -366,6 +404,16 @@ func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stal
 	}
 	e.pass.clear(key)
 	obj := e.newObject(key, resp, &a, r.Header, reqTime, respTime)
+	if e.tiered != nil && (resp.ContentLength < 0 || resp.ContentLength > e.tiered.RAM().MaxObject()) {
+		// Too large for RAM, or of unknown size: stream it into the disk
+		// tier, so it never sits whole in memory. Without a usable disk
+		// tier it is held in memory below.
+		if wr, err := e.tiered.Create(obj); err == nil {
+			f.publish(fillResult{obj: obj, body: writerBody{wr}, status: resp.StatusCode})
+			go e.fillToDisk(f, p, key, wr, resp, cancel, epoch)
+			return nil
+		}
+	}
 	body := newGrowBody(resp.ContentLength)
 	f.publish(fillResult{obj: obj, body: body, status: resp.StatusCode})
 	go func() {
@@ -386,6 +434,66 @@ func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stal
 	}()
 	return nil
 }
+
+// fillToDisk copies an upstream body into a disk-tier writer and commits
+// it, unless it failed, was not the length it announced, grew past the
+// largest object, or a purge happened since the fill began.
+func (e *Engine) fillToDisk(f *fill, p *property, key string, wr *storage.Writer, resp *http.Response, cancel func(), epoch uint64) {
+	defer cancel()
+	defer resp.Body.Close()
+	defer e.fills.done(key, f)
+	idle := e.cfg.UpstreamHTTP.HeaderTimeout.D()
+	t := time.AfterFunc(idle, cancel)
+	defer t.Stop()
+	buf := make([]byte, 64<<10)
+	var n int64
+	var err error
+	for {
+		var k int
+		k, err = resp.Body.Read(buf)
+		if k > 0 {
+			t.Reset(idle)
+			if _, werr := wr.Write(buf[:k]); werr != nil {
+				err = werr
+				break
+			}
+			n += int64(k)
+			if n > e.maxObject {
+				err = errTooBig
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	p.stats.upstreamBytes.Add(uint64(n))
+	if err == io.EOF {
+		err = nil
+		if resp.ContentLength >= 0 && n != resp.ContentLength {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err != nil {
+		e.log.Warn("upstream body not stored", "key", key, "bytes", n, "err", err)
+		wr.Abort()
+		return
+	}
+	e.purgeMu.RLock()
+	defer e.purgeMu.RUnlock()
+	if e.purgeEpoch.Load() != epoch {
+		wr.Abort()
+		return
+	}
+	stored, err := wr.Commit()
+	if err != nil {
+		e.log.Warn("storing a streamed body failed", "key", key, "err", err)
+		return
+	}
+	e.putMarker(stored, key)
+}
+
+var errTooBig = errors.New("edge: body larger than cache.max_object_bytes")
 
 // putUnlessPurged stores obj unless a purge happened since its fill began.
 func (e *Engine) putUnlessPurged(obj *storage.Object, key string, epoch uint64) {

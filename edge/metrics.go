@@ -2,13 +2,19 @@ package edge
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vergecdn/verge/edge/storage"
 )
 
-// Register adds the engine's metrics to reg. They are read from the same
-// atomic counters that reports use, so the request path counts once.
+// Register adds the engine's metrics to reg, and its cache tiers' when the
+// engine opened them (verge_storage_...). The engine's are read from the
+// same atomic counters that reports use, so the request path counts once.
 func (e *Engine) Register(reg prometheus.Registerer) error {
-	return reg.Register(&collector{e: e})
+	if err := reg.Register(&collector{e: e}); err != nil {
+		return err
+	}
+	if e.tiered != nil {
+		return e.tiered.Register(reg)
+	}
+	return nil
 }
 
 var (
@@ -34,31 +40,15 @@ var (
 		"Upstream exchanges that failed (unreachable or timed out).", nil, nil)
 	descFills = prometheus.NewDesc("verge_edge_fills_in_flight",
 		"Upstream fetches in progress.", nil, nil)
-	descObjects = prometheus.NewDesc("verge_edge_cache_objects",
-		"Objects held, by tier.", []string{"tier"}, nil)
-	descBytes = prometheus.NewDesc("verge_edge_cache_bytes",
-		"Bytes held, by tier.", []string{"tier"}, nil)
-	descEvict = prometheus.NewDesc("verge_edge_cache_evictions_total",
-		"Objects evicted to make room, by tier.", []string{"tier"}, nil)
 )
 
 type collector struct{ e *Engine }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descResponses, descSent, descUpReq, descUpResp, descUpBytes,
-		descLatency, descRefused, descCollapsed, descUpErr, descFills, descObjects, descBytes, descEvict} {
+		descLatency, descRefused, descCollapsed, descUpErr, descFills} {
 		ch <- d
 	}
-}
-
-// tieredStats is implemented by stores that report per-tier sizes.
-type tieredStats interface {
-	TierStats() map[string]storage.Stats
-}
-
-// statsStore is implemented by single-tier stores.
-type statsStore interface {
-	Stats() storage.Stats
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -92,16 +82,4 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCollapsed, snap.Collapsed)
 	counter(descUpErr, snap.UpstreamErrors)
 	ch <- prometheus.MustNewConstMetric(descFills, prometheus.GaugeValue, float64(c.e.fills.inFlight()))
-	tiers := map[string]storage.Stats{}
-	switch s := c.e.store.(type) {
-	case tieredStats:
-		tiers = s.TierStats()
-	case statsStore:
-		tiers["ram"] = s.Stats()
-	}
-	for tier, st := range tiers {
-		ch <- prometheus.MustNewConstMetric(descObjects, prometheus.GaugeValue, float64(st.Objects), tier)
-		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(st.Bytes), tier)
-		counter(descEvict, st.Evictions, tier)
-	}
 }

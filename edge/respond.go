@@ -21,15 +21,30 @@ const maxRanges = 16
 const multipartSlack = 1 << 10
 
 // serveObject answers a GET or HEAD from a stored (or arriving) response:
-// the client's preconditions, ranges and HEAD are handled here. body is set
-// while the response is still arriving from upstream.
-func (e *Engine) serveObject(w http.ResponseWriter, r *http.Request, obj *storage.Object, body *growBody, entry string, res result, now time.Time) outcome {
+// the client's preconditions, ranges and HEAD are handled here. src is the
+// body: nil for obj's own (in RAM, or opened here from the disk tier), or a
+// body still arriving from upstream.
+func (e *Engine) serveObject(w http.ResponseWriter, r *http.Request, obj *storage.Object, src bodySource, entry string, res result, now time.Time) outcome {
+	if src == nil {
+		if obj.Body == nil && obj.HasDiskBody() {
+			fb, err := openBody(obj)
+			if err != nil {
+				// it left the disk tier since the lookup
+				e.plainError(w, http.StatusServiceUnavailable, "stored copy is gone; retry")
+				return outcome{result: resError, status: http.StatusServiceUnavailable}
+			}
+			defer fb.close()
+			src = fb
+		} else {
+			src = memBody(obj.Body)
+		}
+	}
 	h := w.Header()
 	for k, v := range obj.Header {
 		h[k] = v
 	}
 	h["Age"] = ageValue(cachepolicy.Age(obj.InitialAge, obj.ResponseTime, now))
-	if entry == e.status.hit && obj.HitStatus != nil {
+	if entry == e.status.hit && len(obj.HitStatus) > 0 && obj.HitStatus[len(obj.HitStatus)-1] == entry {
 		h["Cache-Status"] = obj.HitStatus
 	} else {
 		h["Cache-Status"] = appendStatus(obj.Header["Cache-Status"], entry)
@@ -48,85 +63,53 @@ func (e *Engine) serveObject(w http.ResponseWriter, r *http.Request, obj *storag
 			return o
 		}
 		if rng := r.Header.Get("Range"); rng != "" && r.Method == http.MethodGet && ifRangeHolds(r, obj, now) {
-			if body != nil && body.size < 0 {
-				whole, err := body.whole(r.Context())
-				if err != nil {
+			size := src.size()
+			if size < 0 {
+				var err error
+				if size, err = src.complete(r.Context()); err != nil {
 					panic(http.ErrAbortHandler)
 				}
-				full := *obj
-				full.Body = whole
-				obj, body = &full, nil
 			}
-			size := int64(len(obj.Body))
-			if body != nil {
-				size = body.size
-			}
-			if done, n, code := e.serveRanges(w, r, obj, body, rng, size); done {
+			if done, n, code := e.serveRanges(w, r, obj, src, rng, size); done {
 				o.status, o.bytes = code, n
 				return o
 			}
 		}
 	}
 
-	if body == nil {
-		h["Content-Length"] = contentLength(obj)
+	if n := src.size(); n >= 0 {
+		h["Content-Length"] = contentLength(obj, n)
 	}
 	w.WriteHeader(obj.Status)
 	if r.Method == http.MethodHead || !bodyAllowed(obj.Status) {
 		return o
 	}
-	n := e.writeBody(w, r, obj, body, 0, -1)
-	o.bytes = n
+	o.bytes = e.writeBody(w, r, src, 0, -1)
 	return o
 }
 
-// contentLength returns the Content-Length value of a whole stored object:
-// the stored field, which put set from the body, when there is one.
-func contentLength(obj *storage.Object) []string {
+// contentLength returns the Content-Length value of a body of n bytes: the
+// stored field (which the fill set from the body) when it agrees, so a hit
+// formats nothing.
+func contentLength(obj *storage.Object, n int64) []string {
 	if v := obj.Header["Content-Length"]; len(v) == 1 {
-		return v
+		if stored, err := strconv.ParseInt(v[0], 10, 64); err == nil && stored == n {
+			return v
+		}
 	}
-	return []string{strconv.Itoa(len(obj.Body))}
+	return []string{strconv.FormatInt(n, 10)}
 }
 
-// writeBody writes n bytes (n < 0: to the end) from off. A body that fails
-// while arriving aborts the connection so the client sees a truncated
+// writeBody writes n bytes (n < 0: to the end) of src from off. A body that
+// fails while arriving aborts the connection so the client sees a truncated
 // response, never a short one that looks whole.
-func (e *Engine) writeBody(w http.ResponseWriter, r *http.Request, obj *storage.Object, body *growBody, off, n int64) int64 {
-	if body == nil {
-		end := int64(len(obj.Body))
-		if n >= 0 && off+n < end {
-			end = off + n
-		}
-		k, _ := w.Write(obj.Body[off:end])
-		return int64(k)
+func (e *Engine) writeBody(w http.ResponseWriter, r *http.Request, src bodySource, off, n int64) int64 {
+	k, err := src.write(r.Context(), w, off, n)
+	if err != nil {
+		e.log.Debug("body failed mid-response", "err", err)
+		panic(http.ErrAbortHandler)
 	}
-	rc := http.NewResponseController(w)
-	var written int64
-	pos := off
-	for n < 0 || written < n {
-		p, done, err := body.next(r.Context(), pos)
-		if err != nil {
-			if r.Context().Err() != nil {
-				return written // the client left
-			}
-			panic(http.ErrAbortHandler)
-		}
-		if done && len(p) == 0 {
-			break
-		}
-		if n >= 0 && int64(len(p)) > n-written {
-			p = p[:n-written]
-		}
-		k, werr := w.Write(p)
-		written += int64(k)
-		pos += int64(k)
-		if werr != nil {
-			return written
-		}
-		rc.Flush()
-	}
-	return written
+	return k
 }
 
 // preconditions evaluates a request's conditions against a stored 200
@@ -184,7 +167,7 @@ func ifRangeHolds(r *http.Request, obj *storage.Object, now time.Time) bool {
 
 // serveRanges answers a Range request. done is false when the whole
 // representation should be sent instead.
-func (e *Engine) serveRanges(w http.ResponseWriter, r *http.Request, obj *storage.Object, body *growBody, spec string, size int64) (done bool, n int64, code int) {
+func (e *Engine) serveRanges(w http.ResponseWriter, r *http.Request, obj *storage.Object, src bodySource, spec string, size int64) (done bool, n int64, code int) {
 	ranges, err := httprange.Parse(spec, size, maxRanges)
 	h := w.Header()
 	switch {
@@ -200,7 +183,7 @@ func (e *Engine) serveRanges(w http.ResponseWriter, r *http.Request, obj *storag
 		h["Content-Range"] = []string{rg.ContentRange(size)}
 		h["Content-Length"] = []string{strconv.FormatInt(rg.Length, 10)}
 		w.WriteHeader(http.StatusPartialContent)
-		return true, e.writeBody(w, r, obj, body, rg.Start, rg.Length), http.StatusPartialContent
+		return true, e.writeBody(w, r, src, rg.Start, rg.Length), http.StatusPartialContent
 	}
 	parts, trailer, length := httprange.Multipart(ranges, size, obj.Header.Get("Content-Type"), e.boundary)
 	if length > size+multipartSlack {
@@ -213,7 +196,7 @@ func (e *Engine) serveRanges(w http.ResponseWriter, r *http.Request, obj *storag
 	for _, p := range parts {
 		k, _ := w.Write([]byte(p.Header))
 		n += int64(k)
-		n += e.writeBody(w, r, obj, body, p.Range.Start, p.Range.Length)
+		n += e.writeBody(w, r, src, p.Range.Start, p.Range.Length)
 	}
 	k, _ := w.Write([]byte(trailer))
 	return true, n + int64(k), http.StatusPartialContent

@@ -88,13 +88,20 @@ func (e *Engine) markerGen(key string, names []string) uint64 {
 
 // put stores obj; a variant also (re)writes its URL's Vary marker.
 func (e *Engine) put(obj *storage.Object, key string) {
-	if obj.Key != key {
-		names, _ := cachepolicy.VaryFields(obj.Header)
-		if m, ok := e.store.Get(key); !ok || !m.IsMarker() || m.VaryGen != obj.VaryGen {
-			e.store.Put(&storage.Object{Key: key, VaryNames: names, VaryGen: obj.VaryGen})
-		}
-	}
+	e.putMarker(obj, key)
 	e.store.Put(obj)
+}
+
+// putMarker writes the Vary marker at key when obj is a variant stored
+// under another key.
+func (e *Engine) putMarker(obj *storage.Object, key string) {
+	if obj.Key == key {
+		return
+	}
+	names, _ := cachepolicy.VaryFields(obj.Header)
+	if m, ok := e.store.Get(key); !ok || !m.IsMarker() || m.VaryGen != obj.VaryGen {
+		e.store.Put(&storage.Object{Key: key, VaryNames: names, VaryGen: obj.VaryGen})
+	}
 }
 
 // varyNamesOf returns the Vary names of a stored response.

@@ -84,11 +84,11 @@ func CacheTiers(g prometheus.Gatherer) ([]Tier, error) {
 	for _, mf := range mfs {
 		var set func(t *Tier, v float64)
 		switch mf.GetName() {
-		case "verge_edge_cache_objects":
+		case "verge_storage_objects":
 			set = func(t *Tier, v float64) { t.Objects = uint64(v) }
-		case "verge_edge_cache_bytes":
+		case "verge_storage_bytes":
 			set = func(t *Tier, v float64) { t.Bytes = uint64(v) }
-		case "verge_edge_cache_evictions_total":
+		case "verge_storage_evictions_total":
 			set = func(t *Tier, v float64) { t.Evictions = uint64(v) }
 		default:
 			continue

@@ -381,7 +381,7 @@ func demoCacheConfig(dir string, n demoNode, r *demoRegion) string {
 		fmt.Fprintf(&b, "  https: %s\n", n.HTTPS)
 	}
 	fmt.Fprintf(&b, "cluster_token_file: %s\n", filepath.Join(dir, "token"))
-	fmt.Fprintf(&b, "cache: {ram_bytes: 128MiB, max_object_bytes: 64MiB}\n")
+	fmt.Fprintf(&b, "cache:\n  ram_bytes: 128MiB\n  disk: {dir: %s, bytes: 1GiB, max_object_bytes: 256MiB}\n", filepath.Join(dir, "cache", n.Name))
 	b.WriteString(demoReport(dir))
 	fmt.Fprintf(&b, "purge_log: {dir: %s, peers: [\"http://%s:9300\"], retry: 200ms}\n", filepath.Join(dir, "purgelog", n.Name), demoManage)
 	if r != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/vergecdn/verge/configs"
@@ -178,7 +179,7 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 	if *configPath != "" {
 		go reloadOnHUP(ctx, *configPath, role, eng, log)
 	}
-	servers, err := publicServers(ctx, cfg, public, scrub, log)
+	servers, err := publicServers(ctx, cfg, public, scrub, reg, log)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitFailure
@@ -200,7 +201,13 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 	if replica != nil {
 		go replica.Run(ctx)
 	}
-	if err := serveAll(ctx, log, 10*time.Second, append(servers, adm)...); err != nil {
+	serveErr := serveAll(ctx, log, 10*time.Second, append(servers, adm)...)
+	// After the drain: queued disk writes finish and the index is
+	// checkpointed, so a restart finds the cache warm.
+	if err := eng.Close(); err != nil {
+		log.Error("closing the cache", "err", err)
+	}
+	if serveErr != nil {
 		return exitFailure
 	}
 	return exitOK
@@ -235,7 +242,7 @@ func reloadOnHUP(ctx context.Context, path string, role edge.Role, eng *edge.Eng
 // publicServers opens the cache's public listeners: plain HTTP, and with
 // listen.https, TLS (HTTP/1.1 and HTTP/2) on TCP and HTTP/3 on UDP at the
 // same port, with certificates reloaded on SIGHUP or when their files change.
-func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, scrub *scrubber.Scrubber, log *slog.Logger) ([]server, error) {
+func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, scrub *scrubber.Scrubber, reg prometheus.Registerer, log *slog.Logger) ([]server, error) {
 	limit := func(s *http.Server) {
 		s.MaxHeaderBytes = int(cfg.Limits.MaxHeaderBytes)
 		s.ReadHeaderTimeout = cfg.Limits.ReadHeaderTimeout.D()
@@ -289,6 +296,15 @@ func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, scrub 
 	}
 	tlsSrv.srv.TLSConfig = certs.TLSConfig()
 	servers = append(servers, tlsSrv)
+	// HTTP/2 behind the flood guard (rapid reset, CONTINUATION floods).
+	h2m, err := listenpkg.NewH2Metrics(reg)
+	if err == nil {
+		err = listenpkg.GuardHTTP2(tlsSrv.srv, listenpkg.H2Options{HeaderTimeout: cfg.Limits.ReadHeaderTimeout.D(), Metrics: h2m, Log: log})
+	}
+	if err != nil {
+		closeAll(servers)
+		return nil, err
+	}
 	if !cfg.Listen.HTTP3 {
 		return servers, nil
 	}
