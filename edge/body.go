@@ -23,23 +23,24 @@ type bodySource interface {
 }
 
 var (
-	_ bodySource = memBody(nil)
+	_ bodySource = (*memBody)(nil)
 	_ bodySource = (*fileBody)(nil)
 	_ bodySource = (*growBody)(nil)
 	_ bodySource = writerBody{}
 )
 
-// memBody is a whole body in RAM.
-type memBody []byte
+// memBody is a stored object whose whole body is in RAM. It is the object
+// itself, converted, so a hit builds no value to serve it.
+type memBody storage.Object
 
-func (b memBody) size() int64                             { return int64(len(b)) }
-func (b memBody) complete(context.Context) (int64, error) { return int64(len(b)), nil }
-func (b memBody) write(_ context.Context, w http.ResponseWriter, off, n int64) (int64, error) {
-	end := int64(len(b))
+func (b *memBody) size() int64                             { return int64(len(b.Body)) }
+func (b *memBody) complete(context.Context) (int64, error) { return int64(len(b.Body)), nil }
+func (b *memBody) write(_ context.Context, w http.ResponseWriter, off, n int64) (int64, error) {
+	end := int64(len(b.Body))
 	if n >= 0 && off+n < end {
 		end = off + n
 	}
-	k, _ := w.Write(b[off:end])
+	k, _ := w.Write(b.Body[off:end])
 	return int64(k), nil
 }
 

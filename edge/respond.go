@@ -36,7 +36,7 @@ func (e *Engine) serveObject(w http.ResponseWriter, r *http.Request, obj *storag
 			defer fb.close()
 			src = fb
 		} else {
-			src = memBody(obj.Body)
+			src = (*memBody)(obj)
 		}
 	}
 	h := w.Header()
