@@ -383,6 +383,7 @@ func demoCacheConfig(dir string, n demoNode, r *demoRegion) string {
 	fmt.Fprintf(&b, "cluster_token_file: %s\n", filepath.Join(dir, "token"))
 	fmt.Fprintf(&b, "cache:\n  ram_bytes: 128MiB\n  disk: {dir: %s, bytes: 1GiB, max_object_bytes: 256MiB}\n", filepath.Join(dir, "cache", n.Name))
 	b.WriteString(demoReport(dir))
+	b.WriteString("runtime: {memory_limit: \"off\"}   # several nodes share this process\n")
 	fmt.Fprintf(&b, "purge_log: {dir: %s, peers: [\"http://%s:9300\"], retry: 200ms}\n", filepath.Join(dir, "purgelog", n.Name), demoManage)
 	if r != nil {
 		fmt.Fprintf(&b, "parents:\n  region: %s\n  hubs:\n    - {name: hub-%s, url: \"http://%s:8080\", health_url: \"http://%s:9080\", region: %s}\n",

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -38,6 +40,8 @@ type cacheFile struct {
 	PurgeLog purgelog.Config `yaml:"purge_log"`
 	// Report sends this node's counters to management (see report.go).
 	Report reportConfig `yaml:"report"`
+	// Runtime tunes the Go runtime for a cache process.
+	Runtime runtimeConfig `yaml:"runtime"`
 }
 
 // edgeScrubber is the scrubber section of an edge or hub: off by default,
@@ -50,11 +54,63 @@ type edgeScrubber struct {
 func defaultCacheFile() cacheFile {
 	return cacheFile{Config: edge.DefaultConfig(), Parents: distribution.DefaultParentsConfig(),
 		Scrubber: edgeScrubber{Config: scrubber.DefaultConfig()}, PurgeLog: purgelog.DefaultConfig(),
-		Report: defaultReportConfig()}
+		Report: defaultReportConfig(), Runtime: runtimeConfig{GCPercent: 400, MemoryLimit: "auto"}}
+}
+
+// runtimeConfig tunes Go's garbage collector for a cache: its heap is
+// mostly long-lived cached objects, so collecting less often buys
+// throughput, and a soft memory limit keeps the process near its budget.
+type runtimeConfig struct {
+	// GCPercent is the GC target (as GOGC). Default 400; GOGC in the
+	// environment wins.
+	GCPercent int `yaml:"gc_percent"`
+	// MemoryLimit is a soft limit on the process's memory (as GOMEMLIMIT):
+	// "auto" (default) is 2 x cache.ram_bytes + 512MiB, "off" none, or a
+	// size. GOMEMLIMIT in the environment wins.
+	MemoryLimit string `yaml:"memory_limit"`
+}
+
+func (c runtimeConfig) limit(ram int64) (int64, error) {
+	switch c.MemoryLimit {
+	case "", "auto":
+		return 2*ram + 512<<20, nil
+	case "off":
+		return math.MaxInt64, nil
+	}
+	return configs.ParseBytes(c.MemoryLimit)
+}
+
+func (c runtimeConfig) validate(ram int64) error {
+	var errs []error
+	if c.GCPercent < 10 || c.GCPercent > 10000 {
+		errs = append(errs, configs.Errorf("runtime.gc_percent", "must be 10..10000, got %d", c.GCPercent))
+	}
+	if n, err := c.limit(ram); err != nil {
+		errs = append(errs, configs.Errorf("runtime.memory_limit", "want auto, off or a size: %v", err))
+	} else if n < 64<<20 {
+		errs = append(errs, configs.Errorf("runtime.memory_limit", "must be at least 64MiB"))
+	}
+	return errors.Join(errs...)
+}
+
+// apply sets the GC target and memory limit, unless GOGC / GOMEMLIMIT are
+// set in the environment.
+func (c runtimeConfig) apply(ram int64, log *slog.Logger) {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(c.GCPercent)
+		log.Debug("runtime: gc_percent", "value", c.GCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if n, err := c.limit(ram); err == nil {
+			debug.SetMemoryLimit(n)
+			log.Debug("runtime: memory_limit", "bytes", n)
+		}
+	}
 }
 
 func (f *cacheFile) Validate() error {
-	errs := []error{f.Config.Validate(), f.Parents.Validate("parents"), f.PurgeLog.Validate("purge_log"), f.Report.validate("report")}
+	errs := []error{f.Config.Validate(), f.Parents.Validate("parents"), f.PurgeLog.Validate("purge_log"), f.Report.validate("report"),
+		f.Runtime.validate(int64(f.Cache.RAMBytes))}
 	if f.Scrubber.Enabled {
 		errs = append(errs, f.Scrubber.ValidateAt("scrubber"))
 	}
@@ -124,6 +180,7 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		return exitUsage
 	}
 
+	file.Runtime.apply(int64(cfg.Cache.RAMBytes), log)
 	reg := newRegistry()
 	opts := edge.Options{Logger: log.With("node", cfg.Node.Name, "role", name)}
 	if len(file.Parents.Hubs) > 0 {
