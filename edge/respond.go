@@ -105,6 +105,13 @@ func contentLength(obj *storage.Object, n int64) []string {
 // response, never a short one that looks whole.
 func (e *Engine) writeBody(w http.ResponseWriter, r *http.Request, src bodySource, off, n int64) int64 {
 	k, err := src.write(r.Context(), w, off, n)
+	if err == nil && n < 0 && src.size() < 0 && r.Context().Err() != nil {
+		// The server ends the context when the client half-closes its side
+		// too, and such a client is still reading. A body of unknown
+		// length cut short here would end with a clean last chunk and look
+		// whole: abort the response instead.
+		err = r.Context().Err()
+	}
 	if err != nil {
 		e.log.Debug("body failed mid-response", "err", err)
 		panic(http.ErrAbortHandler)

@@ -98,3 +98,36 @@ func (r *headerRecorder) Write(p []byte) (int, error) {
 	}
 	return r.body.Write(p)
 }
+
+// A client that half-closes its side after its request is still reading;
+// Go's server cancels the request's context all the same. A body of unknown
+// length that is still arriving must then end as an aborted response, never
+// as a clean last chunk that makes a cut body look whole.
+func TestHalfClosedClientNeverGetsACutBodyThatLooksWhole(t *testing.T) {
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "part1")
+		w.(http.Flusher).Flush() // chunked: no Content-Length
+		<-release
+		io.WriteString(w, "part2")
+	})
+	te := newEdge(t, o.URL, nil)
+	defer close(release)
+	c, err := net.Dial("tcp", te.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // a hang guard only
+	io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return // aborted before the head: not whole either
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && string(body) != "part1part2" {
+		t.Errorf("a cut body looked whole: %d %q", resp.StatusCode, body)
+	}
+}
