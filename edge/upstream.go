@@ -22,7 +22,9 @@ import (
 // key, so honouring them would let one client poison the cache for others.
 var untrustedFromClients = []string{
 	"X-Forwarded-Host", "X-Forwarded-Server", "X-Forwarded-Proto", "X-Forwarded-Scheme", "X-Forwarded-Port",
-	"X-Original-Url", "X-Rewrite-Url", "X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+	"X-Forwarded-Ssl", "Front-End-Https", "X-Url-Scheme", "X-Forwarded-Prefix", "X-Forwarded-Uri",
+	"X-Original-Url", "X-Original-Uri", "X-Rewrite-Url", "X-Original-Host",
+	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
 	"Forwarded", "X-Host",
 }
 
