@@ -160,3 +160,21 @@ func TestUntrustedForwardingFieldsDropped(t *testing.T) {
 		}
 	}
 }
+
+// The origin gets the Host the cache key holds: one spelling of the host
+// (case, port, trailing dot) cannot store a page built for it under the key
+// every other spelling shares.
+func TestUpstreamHostIsTheKeyedHost(t *testing.T) {
+	hosts := make(chan string, 4)
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		w.Header().Set("Cache-Control", "no-store")
+	})
+	te := newEdge(t, o.URL, nil)
+	for _, h := range []string{"WWW.Example.TEST", "www.example.test:1337", "www.example.test."} {
+		te.get(t, "/h", "Host", h)
+		if got := <-hosts; got != "www.example.test" {
+			t.Errorf("Host %q reached the origin as %q", h, got)
+		}
+	}
+}

@@ -65,7 +65,10 @@ func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *proper
 		}
 	}
 	h["Via"] = append(slices.Clip(h["Via"]), e.via)
-	host := r.Host
+	// The Host sent upstream is the one the cache key holds (lower case,
+	// no port, no trailing dot): an origin that builds links from a Host
+	// the key does not tell apart would poison the page for the others.
+	host := cachekey.Host(r.Host)
 	if p.toOrigin && p.hostOut != "" {
 		host = p.hostOut
 	}
