@@ -134,29 +134,32 @@ func TestHalfClosedClientNeverGetsACutBodyThatLooksWhole(t *testing.T) {
 }
 
 // Fields that frameworks trust to build URLs, pick a scheme or a method,
-// and that are not in the cache key, never reach the origin from a client:
-// honouring them would let one client poison the page for everyone.
+// and that are not in the cache key, never reach the origin from a client,
+// through an edge or a hub: honouring them would let one client poison the
+// page for everyone.
 func TestUntrustedForwardingFieldsDropped(t *testing.T) {
-	seen := make(chan http.Header, 1)
-	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.Header.Clone()
-		w.Header().Set("Cache-Control", "max-age=60")
-	})
-	te := newEdge(t, o.URL, nil)
-	var hdr []string
-	for _, f := range untrustedFromClients {
-		hdr = append(hdr, f, "evil.test")
-	}
 	for _, f := range []string{"X-Forwarded-Ssl", "Front-End-Https", "X-Forwarded-Prefix", "X-Original-Host", "X-Url-Scheme"} {
 		if !slices.Contains(untrustedFromClients, f) {
 			t.Errorf("%s is not in the list", f)
 		}
 	}
-	te.get(t, "/u", hdr...)
-	h := <-seen
-	for _, f := range untrustedFromClients {
-		if v, ok := h[f]; ok {
-			t.Errorf("origin got %s: %q", f, v)
+	for _, role := range []Role{RoleEdge, RoleHub} {
+		seen := make(chan http.Header, 1)
+		o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			w.Header().Set("Cache-Control", "max-age=60")
+		})
+		te := newEdge(t, o.URL, func(c *Config) { c.Role = role })
+		var hdr []string
+		for _, f := range untrustedFromClients {
+			hdr = append(hdr, f, "evil.test")
+		}
+		te.get(t, "/u", hdr...)
+		h := <-seen
+		for _, f := range untrustedFromClients {
+			if v, ok := h[f]; ok {
+				t.Errorf("%s: origin got %s: %q", role, f, v)
+			}
 		}
 	}
 }

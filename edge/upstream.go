@@ -17,7 +17,7 @@ import (
 	"github.com/vergecdn/verge/edge/storage"
 )
 
-// untrustedFromClients are request fields an edge drops from clients: origins
+// untrustedFromClients are request fields a node drops from clients: origins
 // may trust them to build URLs or pick methods, and they are not in the cache
 // key, so honouring them would let one client poison the cache for others.
 var untrustedFromClients = []string{
@@ -45,10 +45,11 @@ func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *proper
 		u.RawQuery = r.URL.RawQuery
 	}
 	h := cleanHeader(r.Header, nil)
-	if e.role == RoleEdge {
-		for _, k := range untrustedFromClients {
-			delete(h, k)
-		}
+	// Hubs drop them too: an edge never sends them, so at a hub they come
+	// from a client that reached it directly, and a hub's cache serves
+	// every edge of its region.
+	for _, k := range untrustedFromClients {
+		delete(h, k)
 	}
 	if fill {
 		for _, k := range conditionalFields {
