@@ -141,6 +141,12 @@ type Property struct {
 	// HonorRequestCacheControl obeys clients' Cache-Control (no-cache,
 	// max-age, ...). Default true; concurrent revalidations still collapse.
 	HonorRequestCacheControl bool `yaml:"honor_request_cache_control"`
+	// ImplicitTTLForCookies lets default_ttl and heuristic freshness apply
+	// to responses to requests with Cookie and to responses with
+	// Set-Cookie. Default false: such responses are stored only with an
+	// explicit lifetime (max-age, s-maxage, Expires) or "public" from the
+	// origin, so a personal page is never served to others on a default.
+	ImplicitTTLForCookies bool `yaml:"implicit_ttl_for_cookies"`
 }
 
 // DefaultProperty returns a property with the defaults filled in.

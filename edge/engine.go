@@ -179,6 +179,7 @@ func (e *Engine) buildRouting(cfg *Config) *routing {
 		p.policy.DefaultTTL = pc.DefaultTTL.D()
 		p.policy.MaxTTL = pc.MaxTTL.D()
 		p.policy.StaleIfError = pc.StaleIfError.D()
+		p.policy.ImplicitForCookies = pc.ImplicitTTLForCookies
 		switch {
 		case hub != nil:
 			p.upstream = hub

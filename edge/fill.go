@@ -394,6 +394,7 @@ func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stal
 	a := cachepolicy.Analyze(&cachepolicy.Response{
 		Method: http.MethodGet, Status: resp.StatusCode, Header: resp.Header,
 		RequestTime: reqTime, ResponseTime: respTime, Authorization: r.Header.Get("Authorization") != "",
+		Cookie: r.Header.Get("Cookie") != "",
 	}, &p.policy)
 	if !a.Storable || resp.ContentLength > e.maxObject {
 		e.pass.mark(key, respTime)

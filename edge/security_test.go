@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vergecdn/verge/configs"
 )
 
 // Regression cases for defects the attack corpora in cmd/verge found.
@@ -178,6 +180,47 @@ func TestUpstreamHostIsTheKeyedHost(t *testing.T) {
 		te.get(t, "/h", "Host", h)
 		if got := <-hosts; got != "www.example.test" {
 			t.Errorf("Host %q reached the origin as %q", h, got)
+		}
+	}
+}
+
+// Web cache deception: with default_ttl set, a victim's personal page at
+// /account.php/x.css (the origin ignores the suffix and says nothing about
+// caching) must not be stored for the attacker who asks for the same URL.
+// implicit_ttl_for_cookies restores the old behaviour for sites that want
+// it; an explicit lifetime from the origin is always honoured.
+func TestDefaultTTLNeverStoresPersonalPages(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		implicit bool
+		cc       string
+		leaks    bool
+	}{
+		{"default", false, "", false},
+		{"implicit_ttl_for_cookies", true, "", true},
+		{"explicit max-age", false, "max-age=60", true},
+	} {
+		o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+			if c.cc != "" {
+				w.Header().Set("Cache-Control", c.cc)
+			}
+			ck, err := r.Cookie("session")
+			if err != nil {
+				io.WriteString(w, "account of nobody")
+				return
+			}
+			io.WriteString(w, "account of "+ck.Value)
+		})
+		te := newEdge(t, o.URL, func(cfg *Config) {
+			cfg.Properties[0].DefaultTTL = configs.Duration(time.Hour)
+			cfg.Properties[0].ImplicitTTLForCookies = c.implicit
+		})
+		if _, body := te.get(t, "/account.php/x.css", "Cookie", "session=victim"); body != "account of victim" {
+			t.Fatalf("%s: victim got %q", c.name, body)
+		}
+		_, body := te.get(t, "/account.php/x.css")
+		if leaked := body == "account of victim"; leaked != c.leaks {
+			t.Errorf("%s: the attacker got %q", c.name, body)
 		}
 	}
 }

@@ -169,6 +169,7 @@ func (e *Engine) updateFrom304(stale *storage.Object, resp *http.Response, p *pr
 	a := cachepolicy.Analyze(&cachepolicy.Response{
 		Method: http.MethodGet, Status: stale.Status, Header: fresh,
 		RequestTime: reqTime, ResponseTime: respTime, Authorization: reqHeader.Get("Authorization") != "",
+		Cookie: reqHeader.Get("Cookie") != "",
 	}, &p.policy)
 	o := *stale
 	obj = &o

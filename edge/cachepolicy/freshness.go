@@ -29,6 +29,12 @@ type Options struct {
 	// no-cache). RFC 9111 section 4.2.4 allows a disconnected cache this;
 	// RFC 5861 lets the origin set it per response.
 	StaleIfError time.Duration
+	// ImplicitForCookies lets DefaultTTL and heuristic freshness also make
+	// storable a response to a request with Cookie, or one that sets a
+	// cookie. Off, such a response is stored only when the origin gives it
+	// an explicit lifetime or marks it public: a page made for one user's
+	// session is never kept for others on a default (web cache deception).
+	ImplicitForCookies bool
 }
 
 // DefaultOptions are the defaults of a property: 10% heuristic freshness
@@ -50,6 +56,8 @@ type Response struct {
 	ResponseTime time.Time // when the response headers arrived
 	// Authorization reports whether the request carried Authorization.
 	Authorization bool
+	// Cookie reports whether the request carried Cookie.
+	Cookie bool
 }
 
 // Analysis is the verdict on one response.
@@ -172,6 +180,12 @@ func Analyze(r *Response, opts *Options) Analysis {
 	}
 
 	// Worth storing: it can be reused fresh, or validated later.
+	if !a.ExplicitLifetime && !d.Public && !opts.ImplicitForCookies && (r.Cookie || len(h["Set-Cookie"]) > 0) {
+		// Likely personal, and the origin said nothing: neither a
+		// default nor a heuristic lifetime, nor validation (an origin may
+		// answer 304 for another user's page) may serve it to others.
+		return a.no("cookie without explicit freshness")
+	}
 	if !a.ExplicitLifetime && !heuristicStatus(r.Status) && !d.Public {
 		return a.no("status not heuristically cacheable")
 	}
