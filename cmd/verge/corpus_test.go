@@ -513,6 +513,15 @@ func (n *corpusNode) stop(t *testing.T) {
 // and returns everything the server wrote until it closed.
 func corpusExchange(t *testing.T, addr, payload string) []byte {
 	t.Helper()
+	return corpusSend(t, addr, payload, true)
+}
+
+// corpusSend is corpusExchange; halfClose false leaves the write side open
+// (the payload then asks for Connection: close). Go's server cancels a
+// request's context when the client half-closes, which cuts the response
+// to a request still being served.
+func corpusSend(t *testing.T, addr, payload string, halfClose bool) []byte {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -523,7 +532,9 @@ func corpusExchange(t *testing.T, addr, payload string) []byte {
 	go func() {
 		defer close(wrote)
 		io.WriteString(c, payload) // the server may close before reading it all
-		c.(*net.TCPConn).CloseWrite()
+		if halfClose {
+			c.(*net.TCPConn).CloseWrite()
+		}
 	}()
 	out, err := io.ReadAll(c)
 	<-wrote
