@@ -1,9 +1,12 @@
 package scrubber
 
 import (
+	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/textproto"
 	"strconv"
 	"testing"
 )
@@ -101,4 +104,36 @@ func TestFrontClosesAfterConflictingFraming(t *testing.T) {
 		t.Errorf("the hidden request reached the upstream: %q", g)
 	default:
 	}
+}
+
+// FuzzHasBothLengths compares the front end's check for conflicting
+// framing with Go's own reader of header fields: whenever Go reads both a
+// Content-Length and a Transfer-Encoding field in a head, so does the check
+// (the other way it only closes a connection it could have kept).
+func FuzzHasBothLengths(f *testing.F) {
+	for _, s := range []string{
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\nhost: a\ntransfer-encoding: chunked\ncontent-LENGTH: 1\n\n",
+		"POST / HTTP/1.1\r\nX: a\r\n Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST / HTTP/1.1\r\nContent-Length : 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, _, done := scanHead(b)
+		if !done || len(b) == 0 || b[0] == '\r' || b[0] == '\n' {
+			return
+		}
+		tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(b[:n])))
+		if _, err := tp.ReadLine(); err != nil {
+			return
+		}
+		h, err := tp.ReadMIMEHeader()
+		if err != nil {
+			return // net/http refuses the request
+		}
+		if len(h["Content-Length"]) > 0 && len(h["Transfer-Encoding"]) > 0 && !hasBothLengths(b[:n]) {
+			t.Fatalf("Go reads both length fields in %q, the front end does not", b[:n])
+		}
+	})
 }
