@@ -33,8 +33,22 @@ fi
 log "go vet"
 go vet ./...
 
+# ---- hardening: h2spec (cmd/verge TestH2spec runs it against verge edge over TLS) ----
+# Built from the Go module proxy into a temporary GOBIN, never committed.
+log "h2spec v2.2.1"
+h2spec_bin=$(mktemp -d)
+GOBIN="$h2spec_bin" GOFLAGS= go install github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible
+export VERGE_H2SPEC="$h2spec_bin/h2spec"
+# ---- end hardening: h2spec ----
+
 log "go test -race"
 go test -race -count=1 -timeout 30m ./...
+rm -rf "$h2spec_bin"
+
+# ---- hardening: fuzzing (fuzz.sh: 8 targets x VERGE_FUZZTIME, 60s by default) ----
+log "fuzz"
+./fuzz.sh
+# ---- end hardening: fuzzing ----
 
 # The compose smoke test (deploy/smoke.sh): the image, all the nodes as
 # containers, dig/curl/purge/failover from this host, then teardown.
