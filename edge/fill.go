@@ -80,12 +80,12 @@ type growBody struct {
 	buf    []byte
 	done   bool
 	err    error
-	wake   chan struct{} // closed and replaced on every change
+	wake   chan struct{} // made by a reader that waits; closed (and dropped) on the next change
 	length int64         // Content-Length, or -1
 }
 
 func newGrowBody(length int64) *growBody {
-	g := &growBody{length: length, wake: make(chan struct{})}
+	g := &growBody{length: length}
 	if length > 0 {
 		g.buf = make([]byte, 0, length)
 	}
@@ -177,10 +177,21 @@ func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.D
 	}
 }
 
-// signal wakes readers; g.mu must be held.
+// signal wakes readers; g.mu must be held. Nothing is allocated when no
+// reader waits, the common case for small bodies.
 func (g *growBody) signal() {
-	close(g.wake)
-	g.wake = make(chan struct{})
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
+}
+
+// waitChan returns the channel the next change closes; g.mu must be held.
+func (g *growBody) waitChan() chan struct{} {
+	if g.wake == nil {
+		g.wake = make(chan struct{})
+	}
+	return g.wake
 }
 
 func (g *growBody) finish(err error) {
@@ -195,7 +206,11 @@ func (g *growBody) finish(err error) {
 func (g *growBody) next(ctx context.Context, off int64) (p []byte, done bool, err error) {
 	for {
 		g.mu.Lock()
-		buf, d, e, wake := g.buf, g.done, g.err, g.wake
+		buf, d, e := g.buf, g.done, g.err
+		var wake chan struct{}
+		if int64(len(buf)) <= off && e == nil && !d {
+			wake = g.waitChan()
+		}
 		g.mu.Unlock()
 		if int64(len(buf)) > off {
 			return buf[off:], false, nil
@@ -218,7 +233,11 @@ func (g *growBody) next(ctx context.Context, off int64) (p []byte, done bool, er
 func (g *growBody) whole(ctx context.Context) ([]byte, error) {
 	for {
 		g.mu.Lock()
-		buf, d, e, wake := g.buf, g.done, g.err, g.wake
+		buf, d, e := g.buf, g.done, g.err
+		var wake chan struct{}
+		if e == nil && !d {
+			wake = g.waitChan()
+		}
 		g.mu.Unlock()
 		if e != nil {
 			return nil, e
