@@ -366,8 +366,15 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.stats.refused.Add(1)
 		return
 	}
-	if longField(r.Header, maxFieldBytes) {
+	if size, longest := headSize(r); longest > maxFieldBytes {
 		e.plainError(w, http.StatusRequestHeaderFieldsTooLarge, "a header field is larger than 8 KiB")
+		e.stats.refused.Add(1)
+		return
+	} else if size > int(rt.limits.MaxHeaderBytes) {
+		// net/http refuses larger HTTP/1.1 heads itself; HTTP/2 and HTTP/3
+		// servers may decode more than the limit, and a head between the
+		// limit and what they decode gets its 431 here.
+		e.plainError(w, http.StatusRequestHeaderFieldsTooLarge, "the request head is larger than limits.max_header_bytes")
 		e.stats.refused.Add(1)
 		return
 	}
@@ -384,16 +391,19 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // maxFieldBytes bounds one request header field (name and value).
 const maxFieldBytes = 8 << 10
 
-// longField reports whether any field line is longer than limit.
-func longField(h http.Header, limit int) bool {
-	for k, vs := range h {
+// headSize returns the size of r's head as HTTP/1.1 would carry it (request
+// line, Host, each field line with its ": " and CRLF) and the longest field
+// line's name and value.
+func headSize(r *http.Request) (size, longest int) {
+	size = len(r.Method) + len(r.RequestURI) + len(" HTTP/1.1\r\nHost: \r\n\r\n") + len(r.Host)
+	for k, vs := range r.Header {
 		for _, v := range vs {
-			if len(k)+len(v) > limit {
-				return true
-			}
+			n := len(k) + len(v)
+			longest = max(longest, n)
+			size += n + 4
 		}
 	}
-	return false
+	return size, longest
 }
 
 // adminMethod are cache-control methods other caches take on their public
