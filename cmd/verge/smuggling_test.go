@@ -452,11 +452,12 @@ func TestSmugglingHTTP1(t *testing.T) {
 		c := startCorpusChain(t)
 		runH1Corpus(t, "hub -> origin", c.hubHTTP, c.origin, func() { c.stop(t) })
 	})
-	t.Run("scrubber", func(t *testing.T) {
-		o := startRecOrigin(t)
-		s := startCorpusCmd(t, runScrubber, fmt.Sprintf(`listen: 127.0.0.1:0
+	for _, server := range []string{"fast", "stdlib"} {
+		t.Run("scrubber "+server, func(t *testing.T) {
+			o := startRecOrigin(t)
+			s := startCorpusCmd(t, runScrubber, fmt.Sprintf(`listen: 127.0.0.1:0
 admin: 127.0.0.1:0
-server: fast
+server: %s
 upstream:
   backends: [{url: %s}]
   health: {enabled: false}
@@ -465,9 +466,10 @@ limits:
   per_prefix: {rate: 100000, burst: 100000}
 attack: {enabled: false}
 lists: {allow: []}
-`, o.url()))
-		runH1Corpus(t, "scrubber front end (server: fast) -> origin", s.addr(t, "public"), o, func() { s.stop(t) })
-	})
+`, server, o.url()))
+			runH1Corpus(t, "scrubber (server: "+server+") -> origin", s.addr(t, "public"), o, func() { s.stop(t) })
+		})
+	}
 }
 
 // h2Vector is an HTTP/2-to-HTTP/1 attack: send writes its frames on c for
