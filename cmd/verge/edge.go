@@ -369,19 +369,18 @@ func publicServers(ctx context.Context, cfg *edge.Config, h http.Handler, scrub 
 	tlsSrv.srv.Handler = listenpkg.AltSvc(h, port)
 	// HTTP/3 on the same port number, over UDP.
 	host, _, _ := net.SplitHostPort(cfg.Listen.HTTPS)
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-	if err != nil {
-		closeAll(servers)
-		return nil, fmt.Errorf("http3 listener: %w", err)
-	}
-	h3 := &http3.Server{
+	h3, err := listenH3("http3", net.JoinHostPort(host, strconv.Itoa(port)), &http3.Server{
 		Handler:        h,
 		TLSConfig:      http3.ConfigureTLSConfig(certs.QUICTLSConfig()),
 		MaxHeaderBytes: int(cfg.Limits.MaxHeaderBytes),
 		IdleTimeout:    cfg.Limits.IdleTimeout.D(),
 		Logger:         log,
+	})
+	if err != nil {
+		closeAll(servers)
+		return nil, err
 	}
-	return append(servers, server{name: "http3", h3: h3, pc: pc}), nil
+	return append(servers, h3), nil
 }
 
 // closeAll releases listeners that were opened but will not be served.

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,22 +44,29 @@ func buildVerge(t *testing.T, dir, version string) string {
 	return out
 }
 
-// proc is a verge process started by a test, with its log.
+// proc is a verge process started by a test, with its log. The log is a
+// file, shared by the processes a binary upgrade starts (they inherit its
+// descriptor), so that no pipe ties their lives to the test's reader.
 type proc struct {
-	cmd    *exec.Cmd
-	logs   *lockedBuffer
-	exited chan struct{} // closed when the process has exited
-	code   int           // exit code, valid after exited
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{} // closed when the process has exited
+	code    int           // exit code, valid after exited
 }
 
-// startVerge starts bin with args; its stderr and stdout go to p.logs. The
-// process is stopped (SIGTERM, then SIGKILL) when the test ends.
+// startVerge starts bin with args; its stderr and stdout go to a log file.
+// The process is stopped (SIGTERM, then SIGKILL) when the test ends.
 func startVerge(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{logs: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &proc{logPath: filepath.Join(t.TempDir(), "verge.log"), exited: make(chan struct{})}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +92,12 @@ func startVerge(t *testing.T, bin string, env []string, args ...string) *proc {
 	return p
 }
 
+// log returns what the process (and those it started) logged so far.
+func (p *proc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
 // waitLog waits for a log line matching re and returns its first group.
 func (p *proc) waitLog(t *testing.T, re *regexp.Regexp) string {
 	t.Helper()
@@ -93,7 +105,7 @@ func (p *proc) waitLog(t *testing.T, re *regexp.Regexp) string {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if m := re.FindStringSubmatch(p.logs.String()); m != nil {
+		if m := re.FindStringSubmatch(p.log()); m != nil {
 			if len(m) > 1 {
 				return m[1]
 			}
@@ -101,9 +113,12 @@ func (p *proc) waitLog(t *testing.T, re *regexp.Regexp) string {
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("verge exited %d before logging %s:\n%s", p.code, re, p.logs.String())
+			if m := re.FindStringSubmatch(p.log()); m != nil {
+				continue
+			}
+			t.Fatalf("verge exited %d before logging %s:\n%s", p.code, re, p.log())
 		case <-deadline:
-			t.Fatalf("verge did not log %s within 60s:\n%s", re, p.logs.String())
+			t.Fatalf("verge did not log %s within 60s:\n%s", re, p.log())
 		case <-tick.C:
 		}
 	}
@@ -201,5 +216,3 @@ func writeConfig(t *testing.T, path, content string) string {
 	}
 	return path
 }
-
-var _ io.Writer = (*lockedBuffer)(nil)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -24,6 +25,10 @@ type server struct {
 	ln   net.Listener
 	h3   *http3.Server
 	pc   net.PacketConn
+	// key names the socket for a binary upgrade (see upgrade.go); tcp is
+	// the listening socket under ln, which wrappers may hide.
+	key string
+	tcp *net.TCPListener
 }
 
 func (s server) addr() string {
@@ -63,12 +68,15 @@ func (s server) close() {
 
 // listen opens addr and pairs it with h. Every server gets bounded header
 // reads so a slow client cannot hold a connection open forever.
+// The socket is the one inherited from the process this one replaces in a
+// binary upgrade, when there is one for name and addr.
 func listen(name, addr string, h http.Handler, log *slog.Logger) (server, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := processHandover().listenTCP(name, addr)
 	if err != nil {
 		return server{}, fmt.Errorf("%s listener: %w", name, err)
 	}
-	return server{name: name, ln: ln, srv: &http.Server{
+	tcp, _ := ln.(*net.TCPListener)
+	return server{name: name, ln: ln, key: socketKey(name, addr), tcp: tcp, srv: &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -77,12 +85,36 @@ func listen(name, addr string, h http.Handler, log *slog.Logger) (server, error)
 	}}, nil
 }
 
+// listenH3 opens the UDP socket for an HTTP/3 server on addr (inherited in
+// a binary upgrade, like listen's).
+func listenH3(name, addr string, h3 *http3.Server) (server, error) {
+	pc, err := processHandover().listenUDP(name, addr)
+	if err != nil {
+		return server{}, fmt.Errorf("%s listener: %w", name, err)
+	}
+	return server{name: name, h3: h3, pc: pc, key: socketKey(name, addr)}, nil
+}
+
 // serveAll serves every server until ctx is done or one fails, then shuts all
-// of them down, draining in-flight requests for up to drain.
+// of them down, draining in-flight requests for up to drain. In "verge edge",
+// "hub" and "origin" it also runs binary upgrades on SIGUSR2 (upgrade.go):
+// once the new process serves, this one drains and returns nil.
 func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, servers ...server) error {
+	ho := processHandover()
+	if !ho.claim() {
+		return serveWith(ctx, log, drain, nil, nil, servers...)
+	}
+	usr2, stop := upgradeSignals()
+	defer stop()
+	return serveWith(ctx, log, drain, ho, usr2, servers...)
+}
+
+// serveWith is serveAll with the process's handover (nil: no upgrades)
+// and the upgrade trigger.
+func serveWith(ctx context.Context, log *slog.Logger, drain time.Duration, ho *handover, trigger <-chan os.Signal, servers ...server) error {
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
-	for _, s := range servers {
+	start := func(s server) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -93,11 +125,55 @@ func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, server
 		}()
 	}
 	var err error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "drain", drain)
-	case err = <-errc:
-		log.Error("server failed", "err", err)
+	if ho != nil && ho.startedByUpgrade() {
+		// The old process serves meanwhile: the admin listener first, the
+		// public ones once healthy, then the old process may go.
+		for _, s := range servers {
+			if s.name == "admin" {
+				start(s)
+			}
+		}
+		if err = waitAdminHealthy(ctx, servers); err == nil {
+			for _, s := range servers {
+				if s.name != "admin" {
+					start(s)
+				}
+			}
+			ho.closeUnclaimed(log)
+			if perr := ho.writePID(); perr != nil {
+				log.Warn("pid file", "err", perr)
+			}
+			if err = ho.reportReady(); err == nil {
+				log.Info("upgrade: serving; the old process drains", "pid", os.Getpid())
+			}
+		}
+	} else {
+		for _, s := range servers {
+			start(s)
+		}
+		if ho != nil {
+			if perr := ho.writePID(); perr != nil {
+				log.Warn("pid file", "err", perr)
+			}
+		}
+	}
+	upgraded := false
+wait:
+	for err == nil {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down", "drain", drain)
+			break wait
+		case err = <-errc:
+			log.Error("server failed", "err", err)
+		case <-trigger:
+			if uerr := ho.upgrade(ctx, servers, log); uerr != nil {
+				log.Error("upgrade failed; still serving", "err", uerr)
+				continue
+			}
+			upgraded = true
+			break wait
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
@@ -114,6 +190,12 @@ func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, server
 	}
 	swg.Wait()
 	wg.Wait()
+	switch {
+	case upgraded:
+		log.Info("upgrade: drained; exiting", "pid", os.Getpid())
+	case ho != nil:
+		ho.removePID()
+	}
 	return err
 }
 
