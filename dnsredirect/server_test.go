@@ -261,7 +261,15 @@ func TestTruncation(t *testing.T) {
 	_, addr := startServer(t, cfg, Options{})
 	base := ask{name: "www.cdn.example.test.", qtype: dns.TypeAAAA, ecs: "198.51.100.0/24"}
 
-	// 40 AAAA records (about 1.2 KB) fit the default 1232-byte EDNS buffer.
+	// 40 AAAA records (about 1.2 KB) fit the default 1232-byte EDNS buffer,
+	// but not the amplification cap of a query without a valid DNS cookie
+	// (10 x 66 bytes): TC, and a server cookie to come back with.
+	base.cookie = "0102030405060708"
+	r := exchange(t, addr, base)
+	if !r.Truncated || len(r.Answer) != 0 || cookieOf(r) == "" {
+		t.Fatalf("without a server cookie: tc %v, %d answers, cookie %q", r.Truncated, len(r.Answer), cookieOf(r))
+	}
+	base.cookie = cookieOf(r)
 	if r := exchange(t, addr, base); r.Truncated || len(r.Answer) != 40 {
 		t.Fatalf("1232-byte buffer: tc %v, %d answers", r.Truncated, len(r.Answer))
 	}
@@ -537,7 +545,13 @@ func TestMetricsAndStats(t *testing.T) {
 	exchange(t, addr, ask{name: "www.cdn.example.test.", qtype: dns.TypeA, ecs: "192.0.2.0/24"})
 	exchange(t, addr, ask{name: "nope.cdn.example.test.", qtype: dns.TypeAAAA})
 	exchange(t, addr, ask{name: "www.example.org.", qtype: dns.TypeA, tcp: true})
+	// An answer's time is recorded after its reply is sent, so the client
+	// can see the reply a moment before the server has counted it.
 	st := s.Stats()
+	for i := 0; i < 1000 && st.AnswerCount < 4; i++ {
+		time.Sleep(time.Millisecond)
+		st = s.Stats()
+	}
 	want := map[QueryCount]bool{
 		{Type: "A", Rcode: "NOERROR", Site: "eu", Count: 2}:       true,
 		{Type: "AAAA", Rcode: "NXDOMAIN", Site: "none", Count: 1}: true,
