@@ -358,10 +358,11 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if adminMethod(r.Method) {
+	if adminMethod(r.Method) || r.Method == http.MethodTrace {
 		// Cache control belongs to the admin API; on the public listener such
 		// a request is neither obeyed nor forwarded (forwarding could make it
-		// invalidate through a permissive origin).
+		// invalidate through a permissive origin). TRACE would echo the
+		// request, cookies and all, from the origin (cross-site tracing).
 		e.plainError(w, http.StatusMethodNotAllowed, r.Method+" is not served here")
 		e.stats.refused.Add(1)
 		return

@@ -239,7 +239,7 @@ func TestRefusesUnknownHostsAndProxyRequests(t *testing.T) {
 		t.Errorf("origin was reached %d times", o.count("/"))
 	}
 	// Cache-control methods are refused, never forwarded.
-	for _, m := range []string{"PURGE", "BAN"} {
+	for _, m := range []string{"PURGE", "BAN", "TRACE"} {
 		resp, _ := te.do(t, m, "/", nil)
 		if resp.StatusCode != http.StatusMethodNotAllowed {
 			t.Errorf("%s: %d", m, resp.StatusCode)
