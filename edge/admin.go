@@ -219,15 +219,29 @@ func (e *Engine) Authorized(r *http.Request) bool {
 	return ok && e.token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(e.token)) == 1
 }
 
-func (e *Engine) handlePurge(w http.ResponseWriter, r *http.Request) {
+// adminBody checks an admin request's cluster token and reads its body, at
+// most limit bytes (413 beyond). ok is false when it has answered already.
+func (e *Engine) adminBody(w http.ResponseWriter, r *http.Request, limit int64) (body []byte, ok bool) {
 	if !e.Authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="verge"`)
 		jsonError(w, http.StatusUnauthorized, "missing or bad cluster token")
-		return
+		return nil, false
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxPurgeValue+1024))
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		jsonError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return nil, false
+	}
+	if int64(len(body)) > limit {
+		jsonError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", limit))
+		return nil, false
+	}
+	return body, true
+}
+
+func (e *Engine) handlePurge(w http.ResponseWriter, r *http.Request) {
+	body, ok := e.adminBody(w, r, maxPurgeValue+1024)
+	if !ok {
 		return
 	}
 	p, err := ParsePurge(body)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -143,14 +142,8 @@ func ParsePreload(body []byte) (PreloadRequest, error) {
 }
 
 func (e *Engine) handlePreload(w http.ResponseWriter, r *http.Request) {
-	if !e.Authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="verge"`)
-		jsonError(w, http.StatusUnauthorized, "missing or bad cluster token")
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
-	if err != nil {
-		jsonError(w, http.StatusBadRequest, "reading body: "+err.Error())
+	body, ok := e.adminBody(w, r, 8<<20)
+	if !ok {
 		return
 	}
 	p, err := ParsePreload(body)
