@@ -180,6 +180,7 @@ type ask struct {
 	bufsz  uint16 // EDNS UDP size; 0 means 1232
 	do     bool
 	id     uint16 // 0 means random
+	cookie string // COOKIE option in hex: client cookie, then server cookie; "" for none
 }
 
 func exchange(t testing.TB, addr string, a ask) *dns.Msg {
@@ -205,6 +206,10 @@ func exchange(t testing.TB, addr string, a ask) *dns.Msg {
 			}
 			opt := m.IsEdns0()
 			opt.Option = append(opt.Option, e)
+		}
+		if a.cookie != "" {
+			opt := m.IsEdns0()
+			opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: a.cookie})
 		}
 	}
 	c := &dns.Client{Net: "udp", Timeout: 5 * time.Second, UDPSize: 65535}

@@ -76,11 +76,31 @@ func (s *Server) respond(sc *scratch, ctr *counters, m []byte, src netip.Addr, u
 	qEnd := len(w.b)
 	s.answer(&w, q, src, ctr)
 
+	// The cookie for the reply: the client's own when valid and fresh,
+	// else a new one. Only a valid cookie lifts the amplification cap.
+	cookieOK := false
+	if q.cookie {
+		src := src.Unmap()
+		now := uint32(s.now().Unix())
+		renew := true
+		if q.serverLen > 0 {
+			cookieOK, renew = s.cookies.verify(&q.clientCookie, q.serverCookie[:q.serverLen], src, now)
+			renew = renew || !cookieOK
+		}
+		if renew {
+			var c [serverCookieLen]byte
+			s.cookies.issue(&c, &q.clientCookie, src, now)
+			q.serverLen = copy(q.serverCookie[:], c[:])
+		}
+	}
 	optLen := 0
 	if q.edns {
 		optLen = 11
 		if q.ecs {
 			optLen += 8 + q.ecsAddrLen
+		}
+		if q.cookie {
+			optLen += 4 + clientCookieLen + q.serverLen
 		}
 	}
 	limit := maxTCP
@@ -89,11 +109,15 @@ func (s *Server) respond(sc *scratch, ctr *counters, m []byte, src netip.Addr, u
 		if q.edns {
 			limit = min(max(int(q.udpSize), minUDP), s.maxUDP)
 		}
+		if !cookieOK {
+			limit = min(limit, maxAmplification*len(m))
+		}
 	}
 	tc := false
 	if w.off()+optLen > limit {
-		// Too big for the transport: header, question and OPT with TC set,
-		// so the client asks again over TCP (RFC 7766).
+		// Too big for the transport (or, without a valid cookie, for the
+		// amplification cap): header, question and OPT with TC set, so the
+		// client asks again over TCP (RFC 7766) or with the cookie.
 		w.b, w.an, w.ns, tc = w.b[:qEnd], 0, 0, true
 		ctr.truncated.Add(1)
 	}
@@ -159,11 +183,20 @@ func (s *Server) appendOPT(b []byte, q *query, rcode, scope int) []byte {
 	if ecs {
 		rdlen = 8 + q.ecsAddrLen
 	}
+	cookie := q.cookie && rcode != rcodeFormErr && rcode != rcodeBadVers && q.serverLen == serverCookieLen
+	if cookie {
+		rdlen += 4 + clientCookieLen + serverCookieLen
+	}
 	b = append(b, 0, 0, typeOPT, byte(s.maxUDP>>8), byte(s.maxUDP), byte(rcode>>4), 0, do, 0, byte(rdlen>>8), byte(rdlen))
 	if ecs {
 		olen := 4 + q.ecsAddrLen
 		b = append(b, 0, optECS, byte(olen>>8), byte(olen), byte(q.ecsFamily>>8), byte(q.ecsFamily), q.ecsSource, byte(scope))
 		b = append(b, q.ecsAddr[:q.ecsAddrLen]...)
+	}
+	if cookie {
+		b = append(b, 0, optCookie, 0, clientCookieLen+serverCookieLen)
+		b = append(b, q.clientCookie[:]...)
+		b = append(b, q.serverCookie[:serverCookieLen]...)
 	}
 	return b
 }

@@ -104,6 +104,16 @@ func checkReply(t *testing.T, s *Server, pkt []byte, udp bool) {
 		if len(resp) > limit {
 			t.Fatalf("UDP reply of %d bytes, limit %d", len(resp), limit)
 		}
+		// Without a valid DNS cookie, a UDP reply is at most 10x the query.
+		var q query
+		q.parse(pkt)
+		valid := false
+		if q.cookie && q.serverLen > 0 {
+			valid, _ = s.cookies.verify(&q.clientCookie, q.serverCookie[:q.serverLen], loopback, uint32(s.now().Unix()))
+		}
+		if !valid && len(resp) > maxAmplification*len(pkt) {
+			t.Fatalf("UDP reply of %d bytes to a %d-byte query without a valid cookie", len(resp), len(pkt))
+		}
 	}
 	if len(r.Question) == 1 {
 		// The question is echoed byte for byte.

@@ -69,8 +69,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Registry receives the metrics; nil leaves them unregistered.
 	Registry prometheus.Registerer
-	// Now is the clock for pushed-load expiry; nil means time.Now.
+	// Now is the clock for pushed-load expiry and DNS cookie timestamps;
+	// nil means time.Now.
 	Now func() time.Time
+	// CookieSecret keys the DNS server cookies (RFC 9018); servers that
+	// share one accept each other's cookies. Nil: a random secret.
+	CookieSecret *[16]byte
 }
 
 // Server is a GeoDNS server. Create it with New, open its sockets with
@@ -88,6 +92,7 @@ type Server struct {
 	cache     *geoCache
 	answers   int
 	maxUDP    int
+	cookies   cookieSecret // keys DNS server cookies
 	pushedTTL time.Duration
 	aTail     [10]byte // TYPE, CLASS, TTL, RDLENGTH of a geo A record
 	aaaaTail  [10]byte
@@ -133,6 +138,10 @@ func New(cfg Config, opt Options) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.cookies = randomCookieSecret()
+	if opt.CookieSecret != nil {
+		s.cookies = newCookieSecret(*opt.CookieSecret)
 	}
 	ttl := uint32(cfg.TTL.D() / time.Second)
 	s.aTail = [10]byte{0, typeA, 0, classIN, byte(ttl >> 24), byte(ttl >> 16), byte(ttl >> 8), byte(ttl), 0, 4}

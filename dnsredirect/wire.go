@@ -85,11 +85,16 @@ type query struct {
 	ecsSource  uint8
 	ecsAddrLen int
 	ecsAddr    [16]byte // the address octets as sent, zero-padded
+
+	cookie       bool // a COOKIE option was present (RFC 7873)
+	clientCookie [clientCookieLen]byte
+	serverLen    int // bytes of serverCookie the client sent; 0: none
+	serverCookie [maxServerCookie]byte
 }
 
 // parse reads a message. It never reads outside m and never allocates.
 func (q *query) parse(m []byte) verdict {
-	q.question, q.edns, q.ecs = false, false, false
+	q.question, q.edns, q.ecs, q.cookie = false, false, false, false
 	if len(m) < headerLen {
 		return vDrop
 	}
@@ -144,7 +149,7 @@ func (q *query) parse(m []byte) verdict {
 		if typ == typeOPT {
 			// One OPT, owned by the root (RFC 6891 section 6.1.1).
 			if q.edns || off != nameStart+1 || m[nameStart] != 0 || !q.parseOPT(m[off:end]) {
-				q.edns, q.ecs = false, false
+				q.edns, q.ecs, q.cookie = false, false, false
 				return q.malformed()
 			}
 		}
@@ -228,6 +233,9 @@ func (q *query) parseOPT(rr []byte) bool {
 			return false
 		}
 		if code == optECS && !q.parseECS(opts[4:4+olen]) {
+			return false
+		}
+		if code == optCookie && !q.parseCookie(opts[4:4+olen]) {
 			return false
 		}
 		opts = opts[4+olen:]
