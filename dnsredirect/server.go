@@ -205,6 +205,9 @@ func (s *Server) newShard() *counters {
 	return c
 }
 
+// udpReadBuffer is the receive buffer asked for each UDP socket.
+const udpReadBuffer = 4 << 20
+
 // Listen opens Config.Listen: UDP sockets sharing the port with
 // SO_REUSEPORT (Config.UDPSockets, default one per CPU) and a TCP listener
 // on the same port. With port 0 the kernel picks a port free for both.
@@ -248,6 +251,11 @@ func (s *Server) Listen() error {
 				return fmt.Errorf("dnsredirect: listen udp %s (socket %d): %w", bound, len(conns)+1, err)
 			}
 			conns = append(conns, pc.(*net.UDPConn))
+		}
+		for _, c := range conns {
+			// Room for bursts (a GC pause, a scheduling hiccup) so they
+			// do not drop queries; the kernel caps it at net.core.rmem_max.
+			c.SetReadBuffer(udpReadBuffer)
 		}
 		s.udp, s.tcp = conns, tcp
 		return nil
