@@ -200,3 +200,17 @@ func TestCookieQueriesDoNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// cookieQuery is an A query for the geo name with a COOKIE option (hex).
+func cookieQuery(tb testing.TB, cookie string) []byte {
+	tb.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("www.cdn.example.test.", dns.TypeAAAA)
+	m.SetEdns0(4096, false)
+	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: cookie})
+	b, err := m.Pack()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}

@@ -158,6 +158,9 @@ func FuzzRespond(f *testing.F) {
 	for _, c := range malformedCases() {
 		f.Add(c.pkt, false)
 	}
+	for _, c := range []string{"0102030405060708", "0102030405060708010000005cf79f111f8130c3eee29480", "010203040506070809"} {
+		f.Add(cookieQuery(f, c), true)
+	}
 	f.Fuzz(func(t *testing.T, pkt []byte, udp bool) {
 		checkReply(t, s, pkt, udp)
 	})
