@@ -214,12 +214,12 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	}
 	if err != nil && isTimeout(err) {
 		switch {
-		case g.idleFired.Load():
-			return n, errIdle
-		case g.deadline:
+		case g.deadline: // a header block is in progress, idle or not
 			g.reason = reasonHeaderTimeout
 			g.end(&errGuard{fmt.Sprintf("header block not complete within %v", g.opts.HeaderTimeout)})
 			return n, errEnded
+		case g.idleFired.Load():
+			return n, errIdle
 		}
 	}
 	return n, err
