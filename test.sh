@@ -11,6 +11,7 @@ log() { printf '\n== %s\n' "$*"; }
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
 command -v chromium >/dev/null || need+=(chromium)
+command -v dnsperf >/dev/null || need+=(dnsperf) # the DNS flood measurement
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   if [[ $(id -u) == 0 ]]; then
@@ -44,6 +45,23 @@ export VERGE_H2SPEC="$h2spec_bin/h2spec"
 log "go test -race"
 go test -race -count=1 -timeout 30m ./...
 rm -rf "$h2spec_bin"
+
+# ---- hardening: floods, slow clients, zero-downtime operations, DNS (figures) ----
+# A built verge process under HTTP/2 floods and 2,000 slowloris sockets; 20
+# reloads and 3 binary upgrades under steady load; dnsperf's NXDOMAIN flood
+# and the DNS amplification factor. Loopback only, bounded; about 3 minutes.
+log "hardening measurements"
+hard_log=$(mktemp)
+if ! VERGE_HARDENING=1 go test -race -count=1 -timeout 15m -v \
+    -run 'TestHTTP2Floods|TestStockHTTP2FloodFigures|TestSlowlorisBystander|TestZeroDowntimeReloadsAndUpgrades|TestUpgradeHubAndOrigin|TestIdleHeaderReadsAreClosed' \
+    ./cmd/verge >"$hard_log" 2>&1 ||
+  ! VERGE_HARDENING=1 go test -race -count=1 -timeout 5m -v \
+    -run 'TestAmplificationFactor|TestNXDomainFloodLegitimateAnswered' ./dnsredirect >>"$hard_log" 2>&1; then
+  cat "$hard_log"; rm -f "$hard_log"; exit 1
+fi
+grep -E 'FIGURE|^(--- |ok )' "$hard_log" | sed 's/^ *//'
+rm -f "$hard_log"
+# ---- end hardening: floods, slow clients, zero-downtime operations, DNS ----
 
 # ---- hardening: fuzzing (fuzz.sh: 8 targets x VERGE_FUZZTIME, 60s by default) ----
 log "fuzz"
