@@ -1,7 +1,8 @@
 // Package listen holds what the edge's public listeners need beyond net/http:
 // certificates chosen by SNI and reloaded without a restart, TLS settings for
-// HTTP/1.1 + HTTP/2 over TCP and for HTTP/3 over QUIC, and the Alt-Svc
-// advertisement that moves browsers to HTTP/3.
+// HTTP/1.1 + HTTP/2 over TCP and for HTTP/3 over QUIC, the Alt-Svc
+// advertisement that moves browsers to HTTP/3, and the HTTP/2 flood guard
+// (rapid reset, CONTINUATION floods; h2guard.go).
 package listen
 
 import (
