@@ -104,9 +104,7 @@ func serveAll(ctx context.Context, log *slog.Logger, drain time.Duration, server
 	if !ho.claim() {
 		return serveWith(ctx, log, drain, nil, nil, servers...)
 	}
-	usr2, stop := upgradeSignals()
-	defer stop()
-	return serveWith(ctx, log, drain, ho, usr2, servers...)
+	return serveWith(ctx, log, drain, ho, ho.usr2, servers...)
 }
 
 // serveWith is serveAll with the process's handover (nil: no upgrades)

@@ -63,7 +63,8 @@ type handover struct {
 	args    []string // the command line to start the new binary with
 	binary  string   // VERGE_UPGRADE_BINARY
 	pidFile string
-	claimed bool // one serveAll per process runs the upgrades
+	claimed bool           // one serveAll per process runs the upgrades
+	usr2    chan os.Signal // SIGUSR2, for the process's handover
 }
 
 var (
@@ -80,6 +81,12 @@ func processHandover() *handover {
 		h, err := newHandover(os.Getenv, os.Args)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "verge: ignoring inherited sockets: %v\n", err)
+		}
+		if h.enabled {
+			// From the first listener on, a SIGUSR2 waits for serveAll
+			// instead of ending the process (its default action).
+			h.usr2 = make(chan os.Signal, 1)
+			signal.Notify(h.usr2, syscall.SIGUSR2)
 		}
 		processHO = h
 	})
@@ -393,11 +400,4 @@ func (h *handover) removePID() {
 	if b, err := os.ReadFile(h.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(h.pidFile)
 	}
-}
-
-// upgradeSignals delivers SIGUSR2.
-func upgradeSignals() (<-chan os.Signal, func()) {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGUSR2)
-	return c, func() { signal.Stop(c) }
 }
