@@ -398,7 +398,7 @@ func TestPreloadStatusUsageCommands(t *testing.T) {
 	f.reportAll(t, 4)
 	code, out, errs = runOp(runStatus)
 	if code != exitOK || !strings.Contains(out, "REGION") || strings.Count(out, " edge-") != 3 || !strings.Contains(out, "alerts: none") ||
-		!strings.Contains(out, "edges: 3/3 up") || !strings.Contains(out, "v-test") {
+		!strings.Contains(out, "edge: 3/3 up") || !strings.Contains(out, "v-test") {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, _ = runOp(runStatus, "-json")

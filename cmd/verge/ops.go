@@ -437,7 +437,7 @@ func runStatus(ctx context.Context, e env) int {
 	sort.Strings(roles)
 	for _, r := range roles {
 		t := o.Totals[r]
-		fmt.Fprintf(e.stdout, "%ss: %d/%d up, %.1f req/s, hit ratio %s, %s/s\n", r, t.Up, t.Nodes, t.RequestsPerSecond, ratio(t.HitRatio), humanBytes(t.BytesPerSecond))
+		fmt.Fprintf(e.stdout, "%s: %d/%d up, %.1f req/s, hit ratio %s, %s/s\n", r, t.Up, t.Nodes, t.RequestsPerSecond, ratio(t.HitRatio), humanBytes(t.BytesPerSecond))
 	}
 	if len(alerts.Active) == 0 {
 		fmt.Fprintln(e.stdout, "alerts: none")
