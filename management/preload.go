@@ -87,63 +87,40 @@ func (s *Server) StartPreload(r PreloadRequest) PreloadStatus {
 
 func (s *Server) runPreload(j *job[PreloadStatus], targets []target, body []byte) {
 	defer close(j.done)
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Preload.Timeout.D())
-	defer cancel()
-	index := map[string]int{}
-	for i, t := range targets {
-		index[t.Name] = i
-	}
-	progress := func(a fanout.Ack) {
-		now := s.now()
-		j.update(func(st *PreloadStatus) {
-			i, ok := index[a.Node]
-			if !ok {
-				return
-			}
-			n := &st.Nodes[i]
-			ackFrom(n, a, now.UTC())
-			var res edge.PreloadResponse
-			if a.OK && json.Unmarshal(a.Body, &res) == nil {
-				n.URLs = len(res.Results)
-				var first string
-				for _, r := range res.Results {
-					n.Bytes += r.Bytes
-					if r.Error != "" || r.Status >= 400 || r.Status == 0 {
-						n.FailedURLs++
-						if first == "" {
-							first = r.URL + ": " + r.Error
-							if r.Error == "" {
-								first = fmt.Sprintf("%s: status %d", r.URL, r.Status)
-							}
-						}
-					}
-				}
-				if n.FailedURLs > 0 {
-					n.State = AckFailed
-					n.Error = fmt.Sprintf("%d of %d URLs failed (first: %s)", n.FailedURLs, n.URLs, first)
-				}
-			}
-			st.Progress = progressOf(st.Nodes)
-		})
-		s.m.acks.WithLabelValues("preload", ackResult(a.OK)).Inc()
-	}
-	if nodes := fanoutNodes(targets); len(nodes) > 0 {
+	send := func(ctx context.Context, nodes []fanout.Node, progress func(fanout.Ack)) {
 		s.fan.Post(ctx, nodes, "/preload", body, progress)
 	}
-	now := s.now()
-	j.update(func(st *PreloadStatus) {
-		for i := range st.Nodes {
-			if st.Nodes[i].State == AckPending {
-				st.Nodes[i].State, st.Nodes[i].Error = AckFailed, "no answer before the preload timed out"
+	runFanout(s, j, targets, "preload", s.cfg.Preload.Timeout.D(), (*PreloadStatus).fields, send, decodePreload)
+}
+
+func (p *PreloadStatus) fields() fanoutFields {
+	return fanoutFields{&p.State, &p.Finished, &p.Progress, p.Nodes}
+}
+
+// decodePreload counts a node's preloaded URLs, bytes and failures.
+func decodePreload(n *NodeAck, a fanout.Ack) {
+	var res edge.PreloadResponse
+	if json.Unmarshal(a.Body, &res) != nil {
+		return
+	}
+	n.URLs = len(res.Results)
+	var first string
+	for _, r := range res.Results {
+		n.Bytes += r.Bytes
+		if r.Error != "" || r.Status >= 400 || r.Status == 0 {
+			n.FailedURLs++
+			if first == "" {
+				first = r.URL + ": " + r.Error
+				if r.Error == "" {
+					first = fmt.Sprintf("%s: status %d", r.URL, r.Status)
+				}
 			}
 		}
-		st.Progress = progressOf(st.Nodes)
-		st.Finished = now.UTC()
-		st.State = StateDone
-		if st.Progress.Failed > 0 {
-			st.State = StateFailed
-		}
-	})
+	}
+	if n.FailedURLs > 0 {
+		n.State = AckFailed
+		n.Error = fmt.Sprintf("%d of %d URLs failed (first: %s)", n.FailedURLs, n.URLs, first)
+	}
 }
 
 // Preload returns a preload's status (recent preloads are kept in memory).

@@ -273,7 +273,46 @@ func (s *Server) StartPurge(p edge.Purge) (PurgeStatus, error) {
 
 func (s *Server) runPurge(j *job[PurgeStatus], targets []target, body []byte) {
 	defer close(j.done)
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Purge.Timeout.D())
+	send := func(ctx context.Context, nodes []fanout.Node, progress func(fanout.Ack)) {
+		s.fan.PostTiers(ctx, fanout.Tiers(nodes), "/purge", body, progress)
+	}
+	decode := func(n *NodeAck, a fanout.Ack) {
+		var res edge.PurgeResult
+		if json.Unmarshal(a.Body, &res) == nil {
+			m := res.Matched
+			n.Matched = &m
+		}
+	}
+	final := runFanout(s, j, targets, "purge", s.cfg.Purge.Timeout.D(), (*PurgeStatus).fields, send, decode)
+	now := final.Finished
+	s.m.purges.WithLabelValues(final.State).Inc()
+	acks, _ := json.Marshal(final.Nodes)
+	if err := s.st.FinishPurge(context.WithoutCancel(s.ctx), final.ID, now, acks); err != nil {
+		s.log.Error("saving purge acks", "seq", final.ID, "err", err)
+	}
+	s.log.Info("purge finished", "seq", final.ID, "state", final.State, "ok", final.Progress.OK, "failed", final.Progress.Failed)
+}
+
+// fanoutFields are the parts of a purge's or preload's status that its
+// fan-out updates.
+type fanoutFields struct {
+	state    *string
+	finished *time.Time
+	progress *Progress
+	nodes    []NodeAck
+}
+
+func (p *PurgeStatus) fields() fanoutFields {
+	return fanoutFields{&p.State, &p.Finished, &p.Progress, p.Nodes}
+}
+
+// runFanout sends a job's request to its target nodes with send, records
+// each node's ack as it arrives (decode adds what an ok answer of this kind
+// holds), and finishes the job: a node that did not answer in time failed.
+// It returns the final status.
+func runFanout[T interface{ clone() T }](s *Server, j *job[T], targets []target, kind string, timeout time.Duration,
+	fields func(*T) fanoutFields, send func(context.Context, []fanout.Node, func(fanout.Ack)), decode func(*NodeAck, fanout.Ack)) T {
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	index := map[string]int{}
 	for i, t := range targets {
@@ -281,48 +320,42 @@ func (s *Server) runPurge(j *job[PurgeStatus], targets []target, body []byte) {
 	}
 	progress := func(a fanout.Ack) {
 		now := s.now()
-		j.update(func(st *PurgeStatus) {
+		j.update(func(st *T) {
+			f := fields(st)
 			i, ok := index[a.Node]
 			if !ok {
 				return
 			}
-			n := &st.Nodes[i]
+			n := &f.nodes[i]
 			ackFrom(n, a, now.UTC())
-			var res edge.PurgeResult
-			if a.OK && json.Unmarshal(a.Body, &res) == nil {
-				m := res.Matched
-				n.Matched = &m
+			if a.OK {
+				decode(n, a)
 			}
-			st.Progress = progressOf(st.Nodes)
+			*f.progress = progressOf(f.nodes)
 		})
-		s.m.acks.WithLabelValues("purge", ackResult(a.OK)).Inc()
+		s.m.acks.WithLabelValues(kind, ackResult(a.OK)).Inc()
 	}
-	nodes := fanoutNodes(targets)
-	if len(nodes) > 0 {
-		s.fan.PostTiers(ctx, fanout.Tiers(nodes), "/purge", body, progress)
+	if nodes := fanoutNodes(targets); len(nodes) > 0 {
+		send(ctx, nodes, progress)
 	}
 	now := s.now()
-	var final PurgeStatus
-	j.update(func(st *PurgeStatus) {
-		for i := range st.Nodes { // not reached (cancelled between tiers)
-			if st.Nodes[i].State == AckPending {
-				st.Nodes[i].State, st.Nodes[i].Error = AckFailed, "no answer before the purge timed out"
+	var final T
+	j.update(func(st *T) {
+		f := fields(st)
+		for i := range f.nodes {
+			if f.nodes[i].State == AckPending {
+				f.nodes[i].State, f.nodes[i].Error = AckFailed, "no answer before the "+kind+" timed out"
 			}
 		}
-		st.Progress = progressOf(st.Nodes)
-		st.Finished = now.UTC()
-		st.State = StateDone
-		if st.Progress.Failed > 0 {
-			st.State = StateFailed
+		*f.progress = progressOf(f.nodes)
+		*f.finished = now.UTC()
+		*f.state = StateDone
+		if f.progress.Failed > 0 {
+			*f.state = StateFailed
 		}
-		final = st.clone()
+		final = (*st).clone()
 	})
-	s.m.purges.WithLabelValues(final.State).Inc()
-	acks, _ := json.Marshal(final.Nodes)
-	if err := s.st.FinishPurge(context.WithoutCancel(s.ctx), final.ID, now, acks); err != nil {
-		s.log.Error("saving purge acks", "seq", final.ID, "err", err)
-	}
-	s.log.Info("purge finished", "seq", final.ID, "state", final.State, "ok", final.Progress.OK, "failed", final.Progress.Failed)
+	return final
 }
 
 func ackResult(ok bool) string {
