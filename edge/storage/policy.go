@@ -256,14 +256,10 @@ func (p *twoQPolicy) ensureSpace(ev []entry, recentEvict bool, need int64) []ent
 }
 
 func (p *twoQPolicy) remove(h uint64) (entry, bool) {
-	if e, ok := p.frequent.Peek(h); ok {
-		p.frequent.Remove(h)
-		p.freqB -= e.size
+	if e, ok := takeFrom(p.frequent, &p.freqB, h); ok {
 		return e, true
 	}
-	if e, ok := p.recent.Peek(h); ok {
-		p.recent.Remove(h)
-		p.recentB -= e.size
+	if e, ok := takeFrom(p.recent, &p.recentB, h); ok {
 		return e, true
 	}
 	p.ghost.remove(h)
@@ -391,14 +387,10 @@ func (p *arcPolicy) makeRoom(ev []entry, need int64, b2ContainsKey bool) []entry
 }
 
 func (p *arcPolicy) remove(h uint64) (entry, bool) {
-	if e, ok := p.t1.Peek(h); ok {
-		p.t1.Remove(h)
-		p.t1B -= e.size
+	if e, ok := takeFrom(p.t1, &p.t1B, h); ok {
 		return e, true
 	}
-	if e, ok := p.t2.Peek(h); ok {
-		p.t2.Remove(h)
-		p.t2B -= e.size
+	if e, ok := takeFrom(p.t2, &p.t2B, h); ok {
 		return e, true
 	}
 	if !p.b1.remove(h) {
@@ -410,4 +402,15 @@ func (p *arcPolicy) remove(h uint64) (entry, bool) {
 func (p *arcPolicy) values(dst []entry) []entry {
 	dst = append(dst, p.t1.Values()...)
 	return append(dst, p.t2.Values()...)
+}
+
+// takeFrom removes h from one of a policy's lists and takes its size off
+// that list's byte count.
+func takeFrom(l *simplelru.LRU[uint64, entry], bytes *int64, h uint64) (entry, bool) {
+	e, ok := l.Peek(h)
+	if ok {
+		l.Remove(h)
+		*bytes -= e.size
+	}
+	return e, ok
 }
