@@ -315,10 +315,13 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 	default:
 		return nil, fmt.Errorf("store: usage: step must be a minute, an hour or a day, got %v", q.Step)
 	}
-	from, to := q.From.Unix(), q.To.Unix()
-	if to <= from {
+	if !q.To.After(q.From) {
 		return nil, errors.New("store: usage: to must be after from")
 	}
+	// Rows start on whole seconds: a start s lies in [From, To) exactly when
+	// ceil(From) <= s < ceil(To). Flooring To instead would drop the
+	// current minute for the first second of every minute.
+	from, to := ceilUnix(q.From), ceilUnix(q.To)
 	if (to-from)/step > MaxRows {
 		return nil, fmt.Errorf("store: usage: %d buckets of %v; at most %d (use a larger step)", (to-from)/step, q.Step, MaxRows)
 	}
@@ -364,6 +367,15 @@ func (s *Store) Usage(ctx context.Context, q Query) ([]Row, error) {
 		return nil, fmt.Errorf("store: usage: %w", err)
 	}
 	return out, nil
+}
+
+// ceilUnix is t in unix seconds, rounded up.
+func ceilUnix(t time.Time) int64 {
+	s := t.Unix()
+	if t.After(time.Unix(s, 0)) {
+		s++
+	}
+	return s
 }
 
 // Properties lists every property with usage, sorted.

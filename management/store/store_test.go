@@ -65,6 +65,14 @@ func TestApplyQueryRollup(t *testing.T) {
 	if c, _ := total(Query{Property: "blog", From: t0, To: t0.Add(time.Minute), Step: StepMinute}); c.Requests != 7 {
 		t.Fatalf("blog: %+v", c)
 	}
+	// A window that ends within the first second of a minute still holds
+	// that minute; one that starts after a minute's first instant does not.
+	if c, _ := total(Query{Property: "blog", From: t0.Add(-time.Hour), To: t0.Add(500 * time.Millisecond), Step: StepMinute}); c.Requests != 7 {
+		t.Fatalf("blog to the first second of its minute: %+v", c)
+	}
+	if c, _ := total(Query{Property: "blog", From: t0.Add(time.Millisecond), To: t0.Add(time.Hour), Step: StepMinute}); c.Requests != 0 {
+		t.Fatalf("blog from just after its minute: %+v", c)
+	}
 
 	// Roll up the first two hours; totals stay, resolution becomes an hour.
 	n, err := s.Rollup(ctx, t0.Add(2*time.Hour+30*time.Second))
