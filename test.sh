@@ -6,21 +6,21 @@ cd "$(dirname "$0")"
 
 log() { printf '\n== %s\n' "$*"; }
 
+# apt_install PKG...: Debian packages, through sudo unless we are root.
+apt_install() {
+  log "installing $*"
+  local sudo=(); [[ $(id -u) == 0 ]] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
 # Debian packages the tests use: dig for the DNS checks, chromium for the
 # dashboard's browser test.
 need=()
 command -v dig >/dev/null || need+=(dnsutils)
 command -v chromium >/dev/null || need+=(chromium)
 command -v dnsperf >/dev/null || need+=(dnsperf) # the DNS flood measurement
-if ((${#need[@]})); then
-  log "installing ${need[*]}"
-  if [[ $(id -u) == 0 ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
-  else
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
-  fi
-fi
+((${#need[@]} == 0)) || apt_install "${need[@]}"
 
 log "go mod download"
 go mod download
@@ -74,12 +74,7 @@ if docker info >/dev/null 2>&1; then
   missing=()
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v curl >/dev/null || missing+=(curl)
-  if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    sudo=(); [[ $(id -u) == 0 ]] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
-  fi
+  ((${#missing[@]} == 0)) || apt_install "${missing[@]}"
   log "compose smoke test"
   deploy/smoke.sh
 else
