@@ -34,6 +34,8 @@ func (f *dnsFile) Validate() error {
 func runDNS(ctx context.Context, e env) int {
 	fs := newFlags("dns", e)
 	cfgPath := fs.String("config", "", "YAML config file (required; see configs/dns.yaml)")
+	adminAddr := fs.String("admin", "", "admin listen `address` for /healthz and /metrics (overrides the config's admin)")
+	nodeName := fs.String("name", "", "node `name` in management (overrides node.name; default the host name)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if code, ok := parseFlags(fs, e.args); !ok {
 		return code
@@ -52,6 +54,12 @@ func runDNS(ctx context.Context, e env) int {
 		return exitUsage
 	}
 	cfg := file.Config
+	if *adminAddr != "" {
+		cfg.Admin = *adminAddr
+	}
+	if *nodeName != "" {
+		file.Node.Name = *nodeName
+	}
 	// Relative paths in the config are relative to the config file.
 	mmdb := cfg.MMDB
 	if !filepath.IsAbs(mmdb) {

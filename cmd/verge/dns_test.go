@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -49,16 +50,44 @@ func buildTestMMDB(t *testing.T, dir string) {
 func TestDNSCommand(t *testing.T) {
 	dir := t.TempDir()
 	buildTestMMDB(t, dir)
+	// A stand-in for management that keeps the reports it is sent.
+	reports := make(chan string, 16)
+	manage := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/reports" && r.Header.Get("Authorization") == "Bearer "+testClusterToken {
+			body, _ := io.ReadAll(r.Body)
+			select {
+			case reports <- string(body):
+			default:
+			}
+		}
+		http.Error(w, "stand-in", http.StatusServiceUnavailable)
+	}))
+	defer manage.Close()
+	token := filepath.Join(dir, "cluster.token")
+	os.WriteFile(token, []byte(testClusterToken+"\n"), 0o600)
 	cfg := filepath.Join(dir, "dns.yaml")
-	os.WriteFile(cfg, []byte(dnsTestYAML), 0o644)
+	os.WriteFile(cfg, []byte(dnsTestYAML+"node: {name: from-file}\nreport: {url: "+manage.URL+", token_file: "+token+", interval: 100ms}\n"), 0o644)
 
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exited := make(chan int, 1)
-	go func() { exited <- runDNS(ctx, env{args: []string{"-config", cfg}, stdout: io.Discard, stderr: logs}) }()
+	// -name and -admin override the file (a pod's name and address).
+	args := []string{"-config", cfg, "-name", "dns-pod-1", "-admin", "127.0.0.3:0"}
+	go func() { exited <- runDNS(ctx, env{args: args, stdout: io.Discard, stderr: logs}) }()
 	addr := waitLog(t, logs, regexp.MustCompile(`msg="dns serving" addr=(\S+)`), exited)
 	admin := waitLog(t, logs, regexp.MustCompile(`msg=listening server=admin addr=(\S+)`), exited)
+	if !strings.HasPrefix(admin, "127.0.0.3:") {
+		t.Errorf("admin listens on %s, want -admin 127.0.0.3:0", admin)
+	}
+	select {
+	case rep := <-reports:
+		if !strings.Contains(rep, `"node":"dns-pod-1"`) || !strings.Contains(rep, `"admin_url":"http://`+admin+`"`) {
+			t.Errorf("report names the node and admin URL wrongly:\n%s", rep)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no report reached management:\n%s", logs.String())
+	}
 
 	m := new(dns.Msg)
 	m.SetQuestion("www.cdn.example.test.", dns.TypeA)
