@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -405,6 +406,80 @@ func TestStreamsWhileFilling(t *testing.T) {
 	}
 	if o.count("/stream") != 1 {
 		t.Errorf("origin saw %d requests", o.count("/stream"))
+	}
+}
+
+// lastReadBlocks is an upstream body whose bytes all arrive in one read
+// while the end of the stream waits for release.
+type lastReadBlocks struct {
+	body    []byte
+	waiting chan struct{} // closed when the read after the bytes begins
+	release chan struct{}
+	reads   int
+}
+
+func (b *lastReadBlocks) Read(p []byte) (int, error) {
+	b.reads++
+	if b.reads == 1 {
+		return copy(p, b.body), nil
+	}
+	if b.reads == 2 {
+		close(b.waiting)
+	}
+	<-b.release
+	return 0, io.EOF
+}
+
+func (b *lastReadBlocks) Close() error { return nil }
+
+// A client that has the whole body finds the object stored: the fill
+// stores it before the last bytes reach any client.
+func TestWholeBodyOnlyOnceStored(t *testing.T) {
+	body := &lastReadBlocks{body: []byte("0123456789"), waiting: make(chan struct{}), release: make(chan struct{})}
+	var upstream atomic.Int32
+	cfg := DefaultConfig()
+	cfg.Node.Name = "edge1"
+	prop := DefaultProperty()
+	prop.Name, prop.Hosts, prop.Origin = "site", []string{"127.0.0.1"}, "http://127.0.0.1:1"
+	cfg.Properties = []Property{prop}
+	e, err := New(cfg, Options{Now: newClock().Now, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if upstream.Add(1) > 1 {
+			return nil, errors.New("a second upstream request")
+		}
+		return &http.Response{StatusCode: 200, ContentLength: 10, Body: body, Request: r,
+			Header: http.Header{"Cache-Control": {"max-age=60"}, "Content-Length": {"10"}}}, nil
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	type got struct {
+		body, status string
+	}
+	get := func() got {
+		res, err := srv.Client().Get(srv.URL + "/x")
+		if err != nil {
+			return got{body: err.Error()}
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return got{string(b), res.Header.Get("Cache-Status")}
+	}
+	first := make(chan got, 1)
+	go func() { first <- get() }()
+	<-body.waiting
+	select {
+	case g := <-first:
+		t.Fatalf("the client had the whole body (%q) before the fill stored it", g.body)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(body.release)
+	if g := <-first; g.body != "0123456789" || g.status != "edge1; fwd=uri-miss" {
+		t.Fatalf("first: %+v", g)
+	}
+	if g := get(); g.body != "0123456789" || g.status != "edge1; hit" {
+		t.Fatalf("right after: %+v", g)
 	}
 }
 

@@ -131,6 +131,9 @@ func (g *growBody) write(ctx context.Context, w http.ResponseWriter, off, n int6
 
 // readFrom fills g from r until EOF, an error, or limit bytes (beyond which
 // the body is not storable: tooBig). idle bounds the wait for each read.
+// The read that completes the body wakes no reader: finish does, after the
+// caller has stored the object, so a client that has the whole body finds
+// it in the cache on its next request.
 func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.Duration) (tooBig bool, err error) {
 	t := time.AfterFunc(idle, cancel)
 	defer t.Stop()
@@ -143,7 +146,9 @@ func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.D
 			if n > 0 {
 				g.mu.Lock()
 				g.buf = g.buf[:len(g.buf)+n]
-				g.signal()
+				if err == nil && int64(len(g.buf)) < g.length {
+					g.signal()
+				}
 				g.mu.Unlock()
 			}
 		} else {
@@ -154,7 +159,9 @@ func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.D
 			if n > 0 {
 				g.mu.Lock()
 				g.buf = append(g.buf, tmp[:n]...)
-				g.signal()
+				if err == nil {
+					g.signal()
+				}
 				g.mu.Unlock()
 			}
 		}
@@ -440,7 +447,6 @@ func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stal
 		defer cancel()
 		defer resp.Body.Close()
 		tooBig, err := body.readFrom(resp.Body, e.maxObject, cancel, e.cfg.UpstreamHTTP.HeaderTimeout.D())
-		body.finish(err)
 		p.stats.upstreamBytes.Add(uint64(len(body.buf)))
 		if err != nil {
 			e.log.Warn("upstream body failed", "key", key, "err", err)
@@ -450,6 +456,7 @@ func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stal
 			whole.Header = withContentLength(obj.Header, int64(len(body.buf)))
 			e.putUnlessPurged(&whole, key, epoch)
 		}
+		body.finish(err) // stored first: see readFrom
 		e.fills.done(key, f)
 	}()
 	return nil
