@@ -23,16 +23,46 @@ import (
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
+// ownedFDs returns n descriptors that belong to the test alone (duplicates
+// of pipe ends). newHandover wraps the numbers it is given in os.Files, and
+// closes them when those are collected: numbers the process uses for
+// something else (the runtime's epoll descriptor, say) must never reach it.
+func ownedFDs(t *testing.T, n int) []string {
+	t.Helper()
+	var fds []string
+	for range n {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := syscall.Dup(int(r.Fd()))
+		r.Close()
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, strconv.Itoa(fd))
+	}
+	return fds
+}
+
 func TestHandoverEnv(t *testing.T) {
+	fd := ownedFDs(t, 4)
 	h, err := newHandover(envOf(map[string]string{
-		envListenFDs:     "public@127.0.0.1:8080=3;https@:8443=4;http3@:8443=5",
-		envReadyFD:       "6",
+		envListenFDs:     "public@127.0.0.1:8080=" + fd[0] + ";https@:8443=" + fd[1] + ";http3@:8443=" + fd[2],
+		envReadyFD:       fd[3],
 		envUpgradeBinary: "/opt/verge/verge",
 		envPIDFile:       "/run/verge.pid",
 	}), []string{"verge", "edge", "-config", "e.yaml"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		for _, f := range h.files {
+			f.Close()
+		}
+		h.ready.Close()
+	}()
 	var keys []string
 	for k, f := range h.files {
 		keys = append(keys, k+"="+f.Name())
