@@ -71,12 +71,13 @@ type recOrigin struct {
 	// reply, when set, chooses the response; default 200 "origin: METHOD TARGET".
 	reply func(r *recRequest) (status int, header string, body string)
 
-	mu      sync.Mutex // guards reqs, streams, open, nconn, live
+	mu      sync.Mutex // guards reqs, streams, open, nconn, live, idling
 	reqs    []*recRequest
 	streams map[int]*bytes.Buffer // every byte received, per connection
 	open    int
 	nconn   int
 	live    map[int]net.Conn // connections not yet ended
+	idling  bool             // waitIdle has begun: new connections get its short deadline
 	wg      sync.WaitGroup
 }
 
@@ -100,7 +101,12 @@ func (o *recOrigin) accept() {
 		if err != nil {
 			return
 		}
+		c.SetDeadline(time.Now().Add(2 * corpusGuard))
 		o.mu.Lock()
+		if o.idling {
+			// A transport's dial that completed after its tier stopped.
+			c.SetReadDeadline(time.Now().Add(time.Second))
+		}
 		o.nconn++
 		id := o.nconn
 		o.open++
@@ -139,7 +145,6 @@ func (o *recOrigin) serve(c net.Conn, id int, stream *bytes.Buffer) {
 		o.mu.Unlock()
 		o.wg.Done()
 	}()
-	c.SetDeadline(time.Now().Add(2 * corpusGuard))
 	br := bufio.NewReaderSize(&recTee{o: o, r: c, buf: stream}, 64<<10)
 	answered := false
 	for seq := 0; ; seq++ {
@@ -186,6 +191,7 @@ func (o *recOrigin) serve(c net.Conn, id int, stream *bytes.Buffer) {
 func (o *recOrigin) waitIdle(t *testing.T) {
 	t.Helper()
 	o.mu.Lock()
+	o.idling = true
 	for id, c := range o.live {
 		if o.streams[id].Len() == 0 {
 			c.SetReadDeadline(time.Now().Add(time.Second))
