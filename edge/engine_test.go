@@ -506,6 +506,42 @@ func TestTruncatedUpstreamIsNotStoredOrPassedAsWhole(t *testing.T) {
 	}
 }
 
+// An upstream body longer than its Content-Length (possible only with a
+// transport that does not enforce it) is not stored; the client gets the
+// announced bytes.
+func TestLongerThanAnnouncedIsNotStored(t *testing.T) {
+	var upstream atomic.Int32
+	cfg := DefaultConfig()
+	cfg.Node.Name = "edge1"
+	prop := DefaultProperty()
+	prop.Name, prop.Hosts, prop.Origin = "site", []string{"127.0.0.1"}, "http://127.0.0.1:1"
+	cfg.Properties = []Property{prop}
+	e, err := New(cfg, Options{Now: newClock().Now, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		upstream.Add(1)
+		return &http.Response{StatusCode: 200, ContentLength: 5, Body: io.NopCloser(strings.NewReader("0123456789")), Request: r,
+			Header: http.Header{"Cache-Control": {"max-age=60"}, "Content-Length": {"5"}}}, nil
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	for i := 0; i < 2; i++ {
+		res, err := srv.Client().Get(srv.URL + "/long")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != "01234" {
+			t.Errorf("request %d: body %q", i, b)
+		}
+	}
+	if n := upstream.Load(); n != 2 {
+		t.Errorf("upstream saw %d requests, want 2 (nothing stored)", n)
+	}
+}
+
 func TestLargeObjectPassesUncached(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789"), 200<<10)
 	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {

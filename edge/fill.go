@@ -140,7 +140,16 @@ func (g *growBody) readFrom(r io.Reader, limit int64, cancel func(), idle time.D
 	var tmp []byte
 	for {
 		var n int
-		if g.length > 0 && int64(len(g.buf)) < g.length {
+		if g.length >= 0 && int64(len(g.buf)) >= g.length {
+			// All the announced bytes are here; only the end of the stream
+			// is left to read (Go's client returns it with the last bytes,
+			// and never reads past Content-Length). A byte more is an
+			// upstream that lied about its length.
+			var probe [1]byte
+			if n, err = r.Read(probe[:]); n > 0 {
+				return tooBig, errLongerThanAnnounced
+			}
+		} else if g.length > 0 {
 			// read straight into the preallocated tail, which no reader sees yet
 			n, err = r.Read(g.buf[len(g.buf):cap(g.buf)])
 			if n > 0 {
@@ -520,7 +529,10 @@ func (e *Engine) fillToDisk(f *fill, p *property, key string, wr *storage.Writer
 	e.putMarker(stored, key)
 }
 
-var errTooBig = errors.New("edge: body larger than cache.max_object_bytes")
+var (
+	errTooBig              = errors.New("edge: body larger than cache.max_object_bytes")
+	errLongerThanAnnounced = errors.New("edge: upstream body longer than its Content-Length")
+)
 
 // putUnlessPurged stores obj unless a purge happened since its fill began.
 func (e *Engine) putUnlessPurged(obj *storage.Object, key string, epoch uint64) {
