@@ -395,7 +395,7 @@ func (e *Engine) fetchAlone(w http.ResponseWriter, r *http.Request, p *property,
 // the response cannot be shared it returns it, for the caller to relay.
 func (e *Engine) runFill(f *fill, r *http.Request, p *property, key string, stale *storage.Object) *http.Response {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	out := e.upstreamRequest(ctx, r, p, http.MethodGet, true)
+	out := e.upstreamRequest(ctx, r, p, key, http.MethodGet, true)
 	if stale != nil {
 		addValidators(out.Header, stale)
 	}

@@ -34,7 +34,7 @@ var conditionalFields = []string{"If-None-Match", "If-Modified-Since", "If-Match
 
 // upstreamRequest builds the request to the next tier for r. A fill (cache
 // true) is a GET without the client's conditions and range.
-func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *property, method string, fill bool) *http.Request {
+func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *property, key, method string, fill bool) *http.Request {
 	u := *p.upstream
 	u.Path = strings.TrimSuffix(p.upstream.Path, "/") + r.URL.Path
 	u.RawPath = ""
@@ -89,7 +89,6 @@ func (e *Engine) upstreamRequest(ctx context.Context, r *http.Request, p *proper
 			out.ContentLength = -1
 		}
 	}
-	key := p.key.Build(cachekey.Host(r.Host), r.URL.EscapedPath(), r.URL.RawQuery, r.Header)
 	return out.WithContext(cachekey.NewContext(ctx, key))
 }
 
@@ -161,7 +160,7 @@ func (e *Engine) relay(w http.ResponseWriter, r *http.Request, resp *http.Respon
 func (e *Engine) passThrough(w http.ResponseWriter, r *http.Request, p *property, key string, entry string) outcome {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	out := e.upstreamRequest(ctx, r, p, r.Method, false)
+	out := e.upstreamRequest(ctx, r, p, key, r.Method, false)
 	p.stats.upstreamRequests.Add(1)
 	resp, err := e.transport.RoundTrip(out)
 	if err != nil {
@@ -176,7 +175,8 @@ func (e *Engine) passThrough(w http.ResponseWriter, r *http.Request, p *property
 func (e *Engine) forward(w http.ResponseWriter, r *http.Request, p *property, _ time.Time) outcome {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	out := e.upstreamRequest(ctx, r, p, r.Method, false)
+	key := p.key.Build(cachekey.Host(r.Host), r.URL.EscapedPath(), r.URL.RawQuery, r.Header) // picks the hub
+	out := e.upstreamRequest(ctx, r, p, key, r.Method, false)
 	p.stats.upstreamRequests.Add(1)
 	resp, err := e.transport.RoundTrip(out)
 	if err != nil {
