@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vergecdn/verge/edge/cachekey"
@@ -233,10 +234,16 @@ func bodyAllowed(code int) bool {
 	return code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
 }
 
+// copyBufs are copyFlush's buffers: a relayed response need not allocate
+// (and clear) 32 KiB.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copyFlush copies src to w, flushing after each read when src is slow, so
 // streamed responses reach the client as they arrive.
 func copyFlush(w http.ResponseWriter, src io.Reader) (int64, error) {
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	rc := http.NewResponseController(w)
 	var n int64
 	for {
