@@ -36,8 +36,11 @@ targets=(
 
 want=" $* "
 before=$(git ls-files --others --exclude-standard -- '*/testdata/fuzz/*' 2>/dev/null | sort || true)
-failed=()
+failed=() flaked=()
 ran=0
+out=$(mktemp)
+# crashers_of PKG TARGET: the failing inputs Go has written for the target.
+crashers_of() { ls "$1/testdata/fuzz/$2" 2>/dev/null | sort || true; }
 start=$SECONDS
 for entry in "${targets[@]}"; do
   read -r pkg name what <<<"$entry"
@@ -46,14 +49,28 @@ for entry in "${targets[@]}"; do
   fi
   printf '\n== fuzz %s (%s, %s): %s\n' "$name" "$pkg" "$what" "$fuzztime"
   ran=$((ran + 1))
-  if ! go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -parallel "$parallel"; then
-    failed+=("$pkg $name")
+  crashers=$(crashers_of "$pkg" "$name")
+  if go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -parallel "$parallel" 2>&1 | tee "$out"; then
+    continue
   fi
+  # Go 1.26's fuzzing coordinator can fail a target at the end of -fuzztime
+  # with a bare "context deadline exceeded" when a worker is still busy
+  # (golang/go#75804, fixed in Go 1.27): no input failed, none is written.
+  # That alone is not a finding, once the target's kept inputs pass again.
+  if [[ $(crashers_of "$pkg" "$name") == "$crashers" ]] &&
+    grep -qx '    context deadline exceeded' "$out" && ! grep -q 'Failing input written' "$out" &&
+    go test "$pkg" -run "^${name}\$" -count=1 >/dev/null; then
+    echo "fuzz.sh: $name stopped on Go's fuzz-deadline race (golang/go#75804), no failing input; its kept inputs pass"
+    flaked+=("$pkg $name")
+    continue
+  fi
+  failed+=("$pkg $name")
 done
+rm -f "$out"
 
 after=$(git ls-files --others --exclude-standard -- '*/testdata/fuzz/*' 2>/dev/null | sort || true)
 new=$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | sed '/^$/d')
-printf '\n== fuzz: %d targets, %d failed, %ds\n' "$ran" "${#failed[@]}" $((SECONDS - start))
+printf '\n== fuzz: %d targets, %d failed, %d stopped by the deadline race, %ds\n' "$ran" "${#failed[@]}" "${#flaked[@]}" $((SECONDS - start))
 if [[ -n $new ]]; then
   echo "New crashers (plain go test now runs them; commit them and keep each as a table case):"
   while read -r f; do
