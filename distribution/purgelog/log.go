@@ -45,6 +45,9 @@ type Log struct {
 	buf    []byte           // encoding buffer, reused under mu
 }
 
+// ErrLocked is Open's error when another process holds the log's file.
+var ErrLocked = errors.New("in use by another process")
+
 // Open opens (or creates) the log in dir, which it creates if needed. A torn
 // or corrupt tail (what a crash during a write leaves) is cut off, with a
 // warning naming the bytes dropped; Dropped reports them. A directory's log
@@ -63,7 +66,10 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("purgelog: %s is in use by another process: %w", path, err)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			err = ErrLocked
+		}
+		return nil, fmt.Errorf("purgelog: %s: %w", path, err)
 	}
 	l := &Log{path: path, sync: opts.Sync, f: f, tree: map[nodeKey]Hash{}}
 	if err := l.load(opts.Log); err != nil {

@@ -116,8 +116,10 @@ type diskTier struct {
 }
 
 var (
-	errNotOurs   = errors.New("directory is not empty and has no " + markerName + " marker; refusing to use it")
-	errLocked    = errors.New("directory is in use by another process")
+	errNotOurs = errors.New("directory is not empty and has no " + markerName + " marker; refusing to use it")
+	// ErrLocked is Open's error when another process holds the disk
+	// tier's directory.
+	ErrLocked    = errors.New("directory is in use by another process")
 	errTooLarge  = errors.New("storage: object too large for the disk tier")
 	errBackoff   = errors.New("storage: disk writes paused after a failure")
 	errCancelled = errors.New("storage: write cancelled")
@@ -134,7 +136,7 @@ type diskOptions struct {
 }
 
 // openDisk prepares dir and rebuilds the index from the checkpoint and the
-// files. Errors errNotOurs and errLocked are configuration errors; others
+// files. Errors errNotOurs and ErrLocked are configuration errors; others
 // are disk faults.
 func openDisk(o diskOptions) (*diskTier, error) {
 	d := &diskTier{dir: o.dir, fs: o.fs, budget: o.budget, maxObject: o.maxObject, fsync: o.fsync, log: o.log, now: o.now}
@@ -172,7 +174,10 @@ func (d *diskTier) prepare() error {
 	}
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lf.Close()
-		return fmt.Errorf("storage: disk dir %s: %w", d.dir, errLocked)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			err = ErrLocked
+		}
+		return fmt.Errorf("storage: disk dir %s: %w", d.dir, err)
 	}
 	d.lock = lf
 	if err := d.fs.MkdirAll(filepath.Join(d.dir, tmpDir)); err != nil {

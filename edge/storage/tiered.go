@@ -122,7 +122,7 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Tiered, error) {
 		dir: cfg.Disk.Dir, budget: int64(cfg.Disk.Bytes), maxObject: int64(cfg.Disk.MaxObjectBytes),
 		fsync: cfg.Disk.Fsync, fs: opts.fs, log: opts.Logger, now: opts.Now,
 	})
-	if errors.Is(err, errNotOurs) || errors.Is(err, errLocked) {
+	if errors.Is(err, errNotOurs) || errors.Is(err, ErrLocked) {
 		return nil, err
 	}
 	if err != nil {

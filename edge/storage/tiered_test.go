@@ -357,7 +357,7 @@ func TestDirectoryGuards(t *testing.T) {
 	}
 	dir2 := t.TempDir()
 	open(t, testConfig(dir2), Options{})
-	if _, err := Open(context.Background(), testConfig(dir2), Options{}); !errors.Is(err, errLocked) {
+	if _, err := Open(context.Background(), testConfig(dir2), Options{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second Open on a directory in use: %v", err)
 	}
 }
