@@ -53,7 +53,7 @@ rm -rf "$h2spec_bin"
 log "hardening measurements"
 hard_log=$(mktemp)
 if ! VERGE_HARDENING=1 go test -race -count=1 -timeout 15m -v \
-    -run 'TestHTTP2Floods|TestStockHTTP2FloodFigures|TestSlowlorisBystander|TestZeroDowntimeReloadsAndUpgrades|TestUpgradeHubAndOrigin|TestIdleHeaderReadsAreClosed' \
+    -run 'TestHTTP2Floods|TestStockHTTP2FloodFigures|TestSlowlorisBystander|TestZeroDowntimeReloadsAndUpgrades|TestUpgradeHubAndOrigin|TestUpgradeWithDiskCacheAndPurgeLog|TestUpgradeFailingAfterRelease|TestIdleHeaderReadsAreClosed' \
     ./cmd/verge >"$hard_log" 2>&1 ||
   ! VERGE_HARDENING=1 go test -race -count=1 -timeout 5m -v \
     -run 'TestAmplificationFactor|TestNXDomainFloodLegitimateAnswered' ./dnsredirect >>"$hard_log" 2>&1; then

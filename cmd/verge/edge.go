@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/vergecdn/verge/distribution/purgelog"
 	"github.com/vergecdn/verge/edge"
 	listenpkg "github.com/vergecdn/verge/edge/listen"
+	"github.com/vergecdn/verge/edge/storage"
 	"github.com/vergecdn/verge/scrubber"
 )
 
@@ -197,7 +199,14 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		opts.Transport = parents
 		cfg.ViaParents = true
 	}
-	eng, err := edge.New(*cfg, opts)
+	// In a binary upgrade the old process may still hold the cache's and
+	// the purge log's directories: openLocked asks for them.
+	ho := processHandover()
+	var eng *edge.Engine
+	err = ho.openLocked(ctx, cfg.Cache.Disk.Dir, func(err error) bool { return errors.Is(err, storage.ErrLocked) }, func() (err error) {
+		eng, err = edge.New(*cfg, opts)
+		return err
+	}, log)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 		return exitUsage
@@ -220,7 +229,10 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 	admin := eng.Admin()
 	var replica *purgelog.Replica
 	if file.PurgeLog.Enabled() {
-		replica, err = newReplica(file, eng, opts.Logger)
+		err = ho.openLocked(ctx, file.PurgeLog.Dir, func(err error) bool { return errors.Is(err, purgelog.ErrLocked) }, func() (err error) {
+			replica, err = newReplica(file, eng, opts.Logger)
+			return err
+		}, log)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "verge %s: %v\n", name, err)
 			return exitFailure
@@ -232,6 +244,21 @@ func runCache(ctx context.Context, e env, role edge.Role) int {
 		}
 		public, admin = untilReady(eng, public), purgeAdmin(replica, admin)
 		eng.SetReady(false) // until the replica has caught up
+	}
+	if ho.enabled {
+		// What a new binary may ask this process to let go of.
+		locks := []string{cfg.Cache.Disk.Dir}
+		if replica != nil {
+			locks = append(locks, file.PurgeLog.Dir)
+		}
+		ho.holdLocks(slices.DeleteFunc(locks, func(d string) bool { return d == "" }), func() {
+			if err := eng.Close(); err != nil {
+				log.Error("closing the cache", "err", err)
+			}
+			if replica != nil {
+				replica.Log().Close()
+			}
+		})
 	}
 	if *configPath != "" {
 		go reloadOnHUP(ctx, *configPath, role, eng, log)

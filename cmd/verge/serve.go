@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,34 @@ type server struct {
 	// the listening socket under ln, which wrappers may hide.
 	key string
 	tcp *net.TCPListener
+	// fresh counts the connections accepted whose first request has not
+	// been read yet (TCP servers).
+	fresh *freshConns
 }
+
+// freshConns tracks, through http.Server.ConnState, the connections still
+// in StateNew. http.Server.Shutdown closes such a connection without an
+// answer if the request arrives after the shutdown began, so a drain
+// first stops accepting and lets them read their request.
+type freshConns struct {
+	conns sync.Map // net.Conn -> struct{}
+	n     atomic.Int64
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		f.conns.Store(c, struct{}{})
+		f.n.Add(1)
+		return
+	}
+	if _, ok := f.conns.LoadAndDelete(c); ok {
+		f.n.Add(-1)
+	}
+}
+
+// freshGrace bounds the wait for fresh connections' first requests (a
+// client that connected without sending anything may never send).
+const freshGrace = time.Second
 
 func (s server) addr() string {
 	if s.h3 != nil {
@@ -76,12 +104,14 @@ func listen(name, addr string, h http.Handler, log *slog.Logger) (server, error)
 		return server{}, fmt.Errorf("%s listener: %w", name, err)
 	}
 	tcp, _ := ln.(*net.TCPListener)
-	return server{name: name, ln: ln, key: socketKey(name, addr), tcp: tcp, srv: &http.Server{
+	fresh := &freshConns{}
+	return server{name: name, ln: ln, key: socketKey(name, addr), tcp: tcp, fresh: fresh, srv: &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnState:         fresh.track,
 	}}, nil
 }
 
@@ -155,6 +185,37 @@ func serveWith(ctx context.Context, log *slog.Logger, drain time.Duration, ho *h
 			}
 		}
 	}
+	// drainAll stops accepting and waits up to drain for what is in flight:
+	// first for the requests of connections just accepted (at most
+	// freshGrace), then for every response.
+	drainAll := sync.OnceFunc(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		for _, s := range servers {
+			if s.fresh != nil {
+				s.ln.Close() // Serve returns; its connections go on
+			}
+		}
+		graceEnd := time.Now().Add(min(freshGrace, drain))
+		for _, s := range servers {
+			for s.fresh != nil && s.fresh.n.Load() > 0 && time.Now().Before(graceEnd) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		var swg sync.WaitGroup
+		for _, s := range servers {
+			swg.Add(1)
+			go func() {
+				defer swg.Done()
+				if serr := s.shutdown(sctx); serr != nil {
+					log.Warn("shutdown incomplete", "server", s.name, "err", serr)
+					s.close()
+				}
+			}()
+		}
+		swg.Wait()
+		wg.Wait()
+	})
 	upgraded := false
 wait:
 	for err == nil {
@@ -165,7 +226,13 @@ wait:
 		case err = <-errc:
 			log.Error("server failed", "err", err)
 		case <-trigger:
-			if uerr := ho.upgrade(ctx, servers, log); uerr != nil {
+			uerr := ho.upgrade(ctx, servers, drainAll, log)
+			if errors.Is(uerr, errReleased) {
+				log.Error("upgrade failed after this process released its cache; exiting for the supervisor to restart the node", "err", uerr)
+				err = uerr
+				break wait
+			}
+			if uerr != nil {
 				log.Error("upgrade failed; still serving", "err", uerr)
 				continue
 			}
@@ -173,21 +240,7 @@ wait:
 			break wait
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
-	var swg sync.WaitGroup
-	for _, s := range servers {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			if serr := s.shutdown(sctx); serr != nil {
-				log.Warn("shutdown incomplete", "server", s.name, "err", serr)
-				s.close()
-			}
-		}()
-	}
-	swg.Wait()
-	wg.Wait()
+	drainAll()
 	switch {
 	case upgraded:
 		log.Info("upgrade: drained; exiting", "pid", os.Getpid())

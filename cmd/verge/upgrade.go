@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +36,15 @@ import (
 // the old one kills it and keeps serving. With VERGE_PID_FILE set, each
 // process writes its PID there once it serves (supervisors follow it).
 //
+// A cache directory or purge log is locked by the process using it. When
+// the new process finds one of the old process's locked (the old process
+// lists them in VERGE_UPGRADE_LOCKS), it asks for them through the pipe
+// ("release"): the old process stops accepting, drains, closes its cache
+// (checkpointing the disk index) and its purge log, and the new one opens
+// them warm. Connections wait in the kernel's accept queue meanwhile; none
+// is refused. From there the old process cannot serve again: if the new
+// one fails, the old one exits 1 for the supervisor to restart the node.
+//
 // HTTP/3: the UDP socket is handed over too, but QUIC connections live in
 // the process that made them; while both processes read the socket, each
 // gets some of the other's packets, and the old process's connections end
@@ -43,6 +54,7 @@ const (
 	envReadyFD       = "VERGE_READY_FD"       // pipe to the old process
 	envUpgradeBinary = "VERGE_UPGRADE_BINARY" // binary to start on SIGUSR2
 	envPIDFile       = "VERGE_PID_FILE"       // where the serving process writes its PID
+	envUpgradeLocks  = "VERGE_UPGRADE_LOCKS"  // directories the old process releases on request
 
 	upgradeWait = time.Minute // how long the new process has to be ready
 )
@@ -65,6 +77,15 @@ type handover struct {
 	pidFile string
 	claimed bool           // one serveAll per process runs the upgrades
 	usr2    chan os.Signal // SIGUSR2, for the process's handover
+
+	// The old process's side of locked directories: what it holds, and
+	// how it lets go of them.
+	locks   []string
+	release func()
+	// The new process's side: the directories the old one offered, and
+	// whether this process has asked for them.
+	offered []string
+	asked   bool
 }
 
 var (
@@ -96,7 +117,8 @@ func processHandover() *handover {
 // newHandover reads the inherited sockets and the readiness pipe from env.
 // On a malformed variable it returns what it could read and the error.
 func newHandover(getenv func(string) string, args []string) (*handover, error) {
-	h := &handover{files: map[string]*os.File{}, binary: getenv(envUpgradeBinary), pidFile: getenv(envPIDFile)}
+	h := &handover{files: map[string]*os.File{}, binary: getenv(envUpgradeBinary), pidFile: getenv(envPIDFile),
+		offered: filepath.SplitList(getenv(envUpgradeLocks))}
 	if len(args) > 1 && upgradeCommands[args[1]] {
 		h.enabled, h.args = true, args[1:]
 	}
@@ -228,10 +250,71 @@ func (s server) file() (*os.File, error) {
 	return os.NewFile(uintptr(dup), s.key), nil
 }
 
+// errReleased marks an upgrade that failed after this process let go of
+// its cache: it cannot serve on.
+var errReleased = errors.New("this process released its cache and purge log")
+
+// holdLocks records, in a process that upgrades, the directories it holds
+// locked and how to let go of them (close the cache and the purge log), for
+// a new process that asks.
+func (h *handover) holdLocks(dirs []string, release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.locks = h.locks[:0]
+	for _, d := range dirs {
+		if abs, err := filepath.Abs(d); err == nil {
+			h.locks = append(h.locks, abs)
+		}
+	}
+	h.release = release
+}
+
+// openLocked runs open, which takes dir's lock. In a process started by an
+// upgrade, when the old process holds dir (it offered it), this one asks
+// for it once and retries open until the old process has let go, open
+// fails otherwise, or upgradeWait passes.
+func (h *handover) openLocked(ctx context.Context, dir string, locked func(error) bool, open func() error, log *slog.Logger) error {
+	err := open()
+	if err == nil || !locked(err) || !h.startedByUpgrade() {
+		return err
+	}
+	abs, aerr := filepath.Abs(dir)
+	if aerr != nil || !slices.Contains(h.offered, abs) {
+		return err // someone else's lock: nothing to ask for
+	}
+	h.mu.Lock()
+	if !h.asked {
+		h.asked = true
+		if _, werr := h.ready.WriteString("release\n"); werr != nil {
+			h.mu.Unlock()
+			return fmt.Errorf("%w (asking the old process to release it: %v)", err, werr)
+		}
+		log.Info("upgrade: asked the old process to release its cache and purge log", "dir", abs)
+	}
+	h.mu.Unlock()
+	deadline := time.Now().Add(upgradeWait)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if err = open(); err == nil || !locked(err) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w (the old process did not release it within %v)", err, upgradeWait)
+		}
+	}
+}
+
 // upgrade starts the new binary with servers' sockets and waits until it
 // reports ready (nil: the caller stops serving and exits), it fails, the
-// wait times out or ctx ends (an error: the caller keeps serving).
-func (h *handover) upgrade(ctx context.Context, servers []server, log *slog.Logger) error {
+// wait times out or ctx ends (an error: the caller keeps serving). When
+// the new process asks for the locked directories, drain stops this
+// process's servers and the release hook lets go of them; a failure after
+// that is errReleased.
+func (h *handover) upgrade(ctx context.Context, servers []server, drain func(), log *slog.Logger) error {
 	var keys []string
 	var files []*os.File
 	defer func() {
@@ -260,7 +343,10 @@ func (h *handover) upgrade(ctx context.Context, servers []server, log *slog.Logg
 	}
 	defer r.Close()
 	cmd := exec.Command(bin, h.args...)
-	cmd.Env = childEnv(os.Environ(), keys, len(files)+3)
+	h.mu.Lock()
+	locks, release := h.locks, h.release
+	h.mu.Unlock()
+	cmd.Env = childEnv(os.Environ(), keys, len(files)+3, locks)
 	cmd.ExtraFiles = append(files, w)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	err = cmd.Start()
@@ -269,26 +355,50 @@ func (h *handover) upgrade(ctx context.Context, servers []server, log *slog.Logg
 		return fmt.Errorf("starting %s: %w", bin, err)
 	}
 	log.Info("upgrade: new process started", "binary", bin, "pid", cmd.Process.Pid, "sockets", len(files))
-	ready := make(chan error, 1)
+	// The new process writes "release" (at most once) and then "ready".
+	asks, ready := make(chan struct{}, 1), make(chan error, 1)
 	go func() {
-		line, err := bufio.NewReader(r).ReadString('\n')
-		if line == "ready\n" {
-			ready <- nil
+		br := bufio.NewReader(r)
+		for {
+			line, err := br.ReadString('\n')
+			switch {
+			case line == "release\n":
+				asks <- struct{}{}
+				continue
+			case line == "ready\n":
+				ready <- nil
+				return
+			case err == nil:
+				err = fmt.Errorf("said %q", line)
+			}
+			ready <- fmt.Errorf("exited before it was ready (%v)", err)
 			return
 		}
-		if err == nil {
-			err = fmt.Errorf("said %q", line)
-		}
-		ready <- fmt.Errorf("exited before it was ready (%v)", err)
 	}()
 	timer := time.NewTimer(upgradeWait)
 	defer timer.Stop()
-	select {
-	case err = <-ready:
-	case <-timer.C:
-		err = fmt.Errorf("not ready within %v", upgradeWait)
-	case <-ctx.Done():
-		err = ctx.Err()
+	released := false
+wait:
+	for {
+		select {
+		case <-asks:
+			if release == nil {
+				continue // nothing held: the new process finds its lock elsewhere
+			}
+			log.Info("upgrade: the new process asks for the cache and purge log; draining and releasing them", "pid", cmd.Process.Pid)
+			drain()
+			release()
+			released = true
+			log.Info("upgrade: released; connections wait for the new process", "pid", cmd.Process.Pid)
+		case err = <-ready:
+			break wait
+		case <-timer.C:
+			err = fmt.Errorf("not ready within %v", upgradeWait)
+			break wait
+		case <-ctx.Done():
+			err = ctx.Err()
+			break wait
+		}
 	}
 	if err != nil {
 		cmd.Process.Kill() // the process this one started, by its PID
@@ -296,7 +406,11 @@ func (h *handover) upgrade(ctx context.Context, servers []server, log *slog.Logg
 			cmd.Wait()
 			log.Warn("upgrade: new process ended", "pid", cmd.Process.Pid, "status", cmd.ProcessState.String())
 		}()
-		return fmt.Errorf("upgrade: new process %d %w", cmd.Process.Pid, err)
+		err = fmt.Errorf("upgrade: new process %d %w", cmd.Process.Pid, err)
+		if released {
+			err = errors.Join(errReleased, err)
+		}
+		return err
 	}
 	cmd.Process.Release() // it outlives this process
 	log.Info("upgrade: new process is serving; draining", "pid", cmd.Process.Pid)
@@ -304,11 +418,12 @@ func (h *handover) upgrade(ctx context.Context, servers []server, log *slog.Logg
 }
 
 // childEnv is env without the previous hand-over's variables, plus this
-// one's: the sockets at fds 3, 4, ... and the readiness pipe at readyFD.
-func childEnv(env []string, keys []string, readyFD int) []string {
-	out := make([]string, 0, len(env)+2)
+// one's: the sockets at fds 3, 4, ..., the readiness pipe at readyFD and
+// the locked directories this process would release.
+func childEnv(env []string, keys []string, readyFD int, locks []string) []string {
+	out := make([]string, 0, len(env)+3)
 	for _, kv := range env {
-		if strings.HasPrefix(kv, envListenFDs+"=") || strings.HasPrefix(kv, envReadyFD+"=") {
+		if strings.HasPrefix(kv, envListenFDs+"=") || strings.HasPrefix(kv, envReadyFD+"=") || strings.HasPrefix(kv, envUpgradeLocks+"=") {
 			continue
 		}
 		out = append(out, kv)
@@ -317,7 +432,11 @@ func childEnv(env []string, keys []string, readyFD int) []string {
 	for i, k := range keys {
 		items[i] = k + "=" + strconv.Itoa(3+i)
 	}
-	return append(out, envListenFDs+"="+strings.Join(items, ";"), envReadyFD+"="+strconv.Itoa(readyFD))
+	out = append(out, envListenFDs+"="+strings.Join(items, ";"), envReadyFD+"="+strconv.Itoa(readyFD))
+	if len(locks) > 0 {
+		out = append(out, envUpgradeLocks+"="+strings.Join(locks, string(filepath.ListSeparator)))
+	}
+	return out
 }
 
 // startedByUpgrade reports whether an old process waits for this one.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -101,10 +102,20 @@ func TestHandoverEnv(t *testing.T) {
 }
 
 func TestChildEnv(t *testing.T) {
-	got := childEnv([]string{"PATH=/bin", envListenFDs + "=old=3", envReadyFD + "=4", "HOME=/root"}, []string{"public@:80", "admin@:9080"}, 5)
+	old := []string{"PATH=/bin", envListenFDs + "=old=3", envReadyFD + "=4", envUpgradeLocks + "=/old", "HOME=/root"}
+	got := childEnv(old, []string{"public@:80", "admin@:9080"}, 5, nil)
 	want := []string{"PATH=/bin", "HOME=/root", envListenFDs + "=public@:80=3;admin@:9080=4", envReadyFD + "=5"}
 	if !slices.Equal(got, want) {
 		t.Errorf("childEnv = %q, want %q", got, want)
+	}
+	got = childEnv(old, []string{"public@:80"}, 4, []string{"/var/cache/verge", "/var/lib/verge/purges"})
+	want = []string{"PATH=/bin", "HOME=/root", envListenFDs + "=public@:80=3", envReadyFD + "=4",
+		envUpgradeLocks + "=/var/cache/verge:/var/lib/verge/purges"}
+	if !slices.Equal(got, want) {
+		t.Errorf("childEnv with locks = %q, want %q", got, want)
+	}
+	if h, _ := newHandover(envOf(map[string]string{envUpgradeLocks: "/var/cache/verge:/var/lib/verge/purges"}), nil); !slices.Equal(h.offered, []string{"/var/cache/verge", "/var/lib/verge/purges"}) {
+		t.Errorf("offered %q", h.offered)
 	}
 }
 
@@ -303,5 +314,57 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// openLocked asks the old process for a directory only when that process
+// offered it, asks once, and retries until the lock is free.
+func TestOpenLocked(t *testing.T) {
+	errBusy := errors.New("locked")
+	locked := func(err error) bool { return errors.Is(err, errBusy) }
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := t.TempDir()
+
+	// Not started by an upgrade: the error as it is, at once.
+	h, _ := newHandover(envOf(nil), nil)
+	if err := h.openLocked(context.Background(), dir, locked, func() error { return errBusy }, log); !errors.Is(err, errBusy) {
+		t.Fatalf("plain start: %v", err)
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	h, _ = newHandover(envOf(map[string]string{envUpgradeLocks: dir}), nil)
+	h.ready = w
+	defer w.Close()
+	// Someone else's directory: nothing is asked.
+	if err := h.openLocked(context.Background(), filepath.Join(dir, "other"), locked, func() error { return errBusy }, log); !errors.Is(err, errBusy) || h.asked {
+		t.Fatalf("a directory not offered: %v (asked %v)", err, h.asked)
+	}
+	// The old process's directory: asked for once, opened when free.
+	tries := 0
+	open := func() error {
+		if tries++; tries < 4 {
+			return errBusy
+		}
+		return nil
+	}
+	if err := h.openLocked(context.Background(), dir, locked, open, log); err != nil || tries != 4 {
+		t.Fatalf("offered directory: %v after %d tries", err, tries)
+	}
+	tries = 0
+	if err := h.openLocked(context.Background(), dir+"/", locked, open, log); err != nil {
+		t.Fatalf("second directory: %v", err)
+	}
+	w.Close()
+	said, _ := io.ReadAll(r)
+	if string(said) != "release\n" {
+		t.Errorf("the old process was told %q, want one release", said)
+	}
+	// Another error than the lock is returned at once.
+	if err := h.openLocked(context.Background(), dir, locked, func() error { return io.ErrUnexpectedEOF }, log); err != io.ErrUnexpectedEOF {
+		t.Errorf("other error: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
@@ -407,28 +408,142 @@ func TestUpgradeHubAndOrigin(t *testing.T) {
 		waitUntil(t, c.name+" stop", time.Minute, func() bool { return !pidAlive(next) })
 		t.Logf("FIGURE upgrade %s: process %d handed over to %d; served before and after", c.name, p.cmd.Process.Pid, next)
 	}
+}
 
-	// A directory another process holds locked (the purge log here, the
-	// disk tier likewise) makes the new process fail: the old one says so
-	// and serves on.
-	cfg := writeConfig(t, filepath.Join(dir, "locked.yaml"), fmt.Sprintf(`node: {name: edge-locked}
+// TestUpgradeWithDiskCacheAndPurgeLog upgrades an edge whose disk cache and
+// purge log are locked by the running process: the new process asks for
+// them, the old one drains and releases them, and the new one opens the
+// cache warm. Connections made meanwhile wait in the accept queue; none
+// fails.
+func TestUpgradeWithDiskCacheAndPurgeLog(t *testing.T) {
+	needHardening(t)
+	dir := t.TempDir()
+	bin := buildVerge(t, dir, "v1")
+	var fetched atomic.Int64
+	big := strings.Repeat("d", 2<<20) // larger than the RAM tier's largest object: stored on disk
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			fetched.Add(1)
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		if r.URL.Path == "/big" {
+			io.WriteString(w, big)
+			return
+		}
+		io.WriteString(w, "small")
+	}))
+	defer origin.Close()
+	pidFile := filepath.Join(dir, "edge.pid")
+	cfg := writeConfig(t, filepath.Join(dir, "disk.yaml"), fmt.Sprintf(`node: {name: edge-disk}
 listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+cache: {ram_bytes: 1MiB, shards: 1, disk: {dir: %s, bytes: 64MiB, max_object_bytes: 16MiB}}
 purge_log: {dir: %s}
 properties: [{name: a, hosts: [a.test], origin: %q}]
-`, filepath.Join(dir, "purgelog"), origin.URL))
-	p := startVerge(t, bin, nil, "edge", "-config", cfg)
+`, filepath.Join(dir, "cache"), filepath.Join(dir, "purgelog"), origin.URL))
+	p := startVerge(t, bin, []string{envPIDFile + "=" + pidFile}, "edge", "-config", cfg)
 	addr := p.addr(t, "public")
+	get := func(path string) (int, string, error) {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Host = "a.test"
+		res, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
+		if err != nil {
+			return 0, "", err
+		}
+		n, err := io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if err == nil && res.ContentLength >= 0 && n != res.ContentLength {
+			err = fmt.Errorf("short body: %d of %d bytes", n, res.ContentLength)
+		}
+		return res.StatusCode, res.Header.Get("Cache-Status"), err
+	}
+	if code, cs, err := get("/big"); err != nil || code != 200 || !strings.Contains(cs, "fwd=uri-miss") {
+		t.Fatalf("first /big: %d %q %v", code, cs, err)
+	}
+	waitUntil(t, "/big stored", 30*time.Second, func() bool { _, cs, _ := get("/big"); return strings.HasSuffix(cs, "; hit") })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var sent, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				sent.Add(1)
+				if code, _, err := get("/small"); err != nil || code != 200 {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprint(time.Now().Format("15:04:05.000000"), " ", code, " ", err))
+				}
+			}
+		}()
+	}
+	readPID := func() int {
+		b, _ := os.ReadFile(pidFile)
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	waitUntil(t, "pid file", 30*time.Second, func() bool { return readPID() == p.cmd.Process.Pid })
 	p.cmd.Process.Signal(syscall.SIGUSR2)
-	why := p.waitLog(t, regexp.MustCompile(`msg="upgrade failed; still serving" err="([^"]+)"`))
-	req, _ := http.NewRequest("GET", "http://"+addr+"/obj", nil)
-	req.Host = "a.test"
-	res, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
-	if err != nil {
-		t.Fatalf("not serving after a failed upgrade: %v", err)
+	took := waitUntil(t, "new process", time.Minute, func() bool { n := readPID(); return n != 0 && n != p.cmd.Process.Pid })
+	next := readPID()
+	defer func() {
+		syscall.Kill(next, syscall.SIGTERM)
+		waitUntil(t, "new process stop", time.Minute, func() bool { return !pidAlive(next) })
+	}()
+	select {
+	case <-p.exited:
+	case <-time.After(time.Minute):
+		t.Fatal("the old process did not exit")
 	}
-	res.Body.Close()
-	if !strings.Contains(p.log(), "in use by another process") || res.StatusCode != 200 {
-		t.Errorf("failed upgrade: status %d, log:\n%s", res.StatusCode, p.log())
+	time.Sleep(200 * time.Millisecond) // requests to the new process alone
+	cancel()
+	wg.Wait()
+	if p.code != exitOK {
+		t.Errorf("the old process exited %d:\n%s", p.code, p.log())
 	}
-	t.Logf("FIGURE upgrade with a locked purge log: refused (%s); the old process serves on", why)
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during the hand-over (first: %v)\n%s", failed.Load(), sent.Load(), firstErr.Load(), p.log())
+	}
+	log := p.log()
+	for _, want := range []string{"asked the old process to release", "draining and releasing them", "storage: disk tier ready"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	// The new process found the disk cache warm: /big is a hit, not fetched again.
+	if code, cs, err := get("/big"); err != nil || code != 200 || !strings.HasSuffix(cs, "; hit") || fetched.Load() != 1 {
+		t.Errorf("/big after the upgrade: %d %q %v, origin fetched it %d times", code, cs, err, fetched.Load())
+	}
+	t.Logf("FIGURE upgrade with a disk cache and a purge log: handed over in %v; %d requests during it, %d failed; /big served warm from disk after",
+		took.Round(time.Millisecond), sent.Load(), failed.Load())
+}
+
+// TestUpgradeFailingAfterRelease: a new binary that asks for the cache and
+// then dies leaves the old process without its cache; it says why and
+// exits 1, for the supervisor to restart the node.
+func TestUpgradeFailingAfterRelease(t *testing.T) {
+	needHardening(t)
+	dir := t.TempDir()
+	bin := buildVerge(t, dir, "v1")
+	bad := filepath.Join(dir, "bad-verge")
+	writeConfig(t, bad, "#!/bin/sh\necho release >&\"$VERGE_READY_FD\"\nexit 3\n")
+	os.Chmod(bad, 0o755)
+	origin := cachedOrigin(t)
+	cfg := writeConfig(t, filepath.Join(dir, "disk.yaml"), fmt.Sprintf(`node: {name: edge-disk}
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+cache: {disk: {dir: %s, bytes: 64MiB, max_object_bytes: 16MiB}}
+properties: [{name: a, hosts: [a.test], origin: %q}]
+`, filepath.Join(dir, "cache"), origin.URL))
+	p := startVerge(t, bin, []string{envUpgradeBinary + "=" + bad}, "edge", "-config", cfg)
+	p.addr(t, "public")
+	p.cmd.Process.Signal(syscall.SIGUSR2)
+	select {
+	case <-p.exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("the old process did not exit:\n%s", p.log())
+	}
+	if p.code != exitFailure || !strings.Contains(p.log(), "upgrade failed after this process released its cache") {
+		t.Errorf("exit %d, log:\n%s", p.code, p.log())
+	}
 }
