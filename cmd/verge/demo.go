@@ -135,10 +135,13 @@ func runDemo(ctx context.Context, e env) int {
 type demo struct {
 	ctx    context.Context // cancelled when the demo stops or a node fails
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex // guards stops and failures
+	wg     sync.WaitGroup // every node but management
+	mu     sync.Mutex     // guards stops, last and failures
 	stops  map[string]context.CancelFunc
 	failed []string
+	// Management stops after the others, so their last reports reach it.
+	lastWG sync.WaitGroup
+	last   []context.CancelFunc
 }
 
 // startDemo runs every node with its subcommand's own code and config file,
@@ -171,13 +174,20 @@ func startDemo(parent context.Context, nodes []demoNode, logLevel string, stderr
 func (d *demo) start(n demoNode, logLevel string, stderr io.Writer) {
 	run := demoRunner(n.Role)
 	w := &prefixWriter{prefix: "[" + n.Name + "] ", w: stderr}
-	nctx, stop := context.WithCancel(d.ctx)
+	base, wg := d.ctx, &d.wg
+	if n.Role == "manage" {
+		base, wg = context.WithoutCancel(d.ctx), &d.lastWG // wait stops it last
+	}
+	nctx, stop := context.WithCancel(base)
 	d.mu.Lock()
 	d.stops[n.Name] = stop
+	if n.Role == "manage" {
+		d.last = append(d.last, stop)
+	}
 	d.mu.Unlock()
-	d.wg.Add(1)
+	wg.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer wg.Done()
 		code := run(nctx, env{args: []string{"-config", n.Config, "-log-level", logLevel}, stdout: w, stderr: w})
 		if code != exitOK {
 			d.mu.Lock()
@@ -198,10 +208,17 @@ func (d *demo) stop(name string) {
 	}
 }
 
-// wait stops every node and returns the failures.
+// wait stops every node, management last, and returns the failures.
 func (d *demo) wait() []string {
 	d.cancel()
 	d.wg.Wait()
+	d.mu.Lock()
+	last := d.last
+	d.mu.Unlock()
+	for _, stop := range last {
+		stop()
+	}
+	d.lastWG.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.failed
