@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vergecdn/verge/edge/storage"
 )
 
 // clock is a settable clock for TTL logic.
@@ -327,6 +329,42 @@ func TestCollapsing(t *testing.T) {
 	}
 	if got := o.count("/cold"); got != 1 {
 		t.Errorf("origin saw %d requests for 200 concurrent misses, want 1", got)
+	}
+}
+
+// lateStore misses the first Get of key: what a request sees when another
+// request's fill stores the object and leaves the fill table between the
+// first request's lookup and its join.
+type lateStore struct {
+	*storage.RAM
+	key    string
+	missed atomic.Bool
+}
+
+func (s *lateStore) Get(key string) (*storage.Object, bool) {
+	if key == s.key && s.missed.CompareAndSwap(false, true) {
+		return nil, false
+	}
+	return s.RAM.Get(key)
+}
+
+// A request whose lookup missed just before another request's fill stored
+// the object looks again once it leads a fill, and does not go upstream.
+func TestFillLeaderLooksAgain(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "body")
+	})
+	te := newEdge(t, o.URL, nil)
+	if res, body := te.get(t, "/late"); body != "body" || res.Header.Get("Cache-Status") != "edge1; fwd=uri-miss" {
+		t.Fatalf("first: %q %q", body, res.Header.Get("Cache-Status"))
+	}
+	te.store = &lateStore{RAM: te.store.(*storage.Tiered).RAM(), key: "www.example.test/late"}
+	if res, body := te.get(t, "/late"); body != "body" || res.Header.Get("Cache-Status") != "edge1; hit" {
+		t.Errorf("second: %q %q", body, res.Header.Get("Cache-Status"))
+	}
+	if n := o.count("/late"); n != 1 {
+		t.Errorf("origin saw %d requests, want 1", n)
 	}
 }
 

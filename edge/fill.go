@@ -318,6 +318,15 @@ func (e *Engine) fetch(w http.ResponseWriter, r *http.Request, p *property, key 
 	}
 	f, leader := e.fills.join(key)
 	if leader {
+		// A fill of this key may have stored it and left the table between
+		// our lookup and the join: look again before going upstream.
+		if obj, _ := e.lookup(key, r.Header); obj != nil && obj != stale {
+			if st := storedOf(obj); cachepolicy.Evaluate(&st, dirs, now) == cachepolicy.Fresh {
+				f.publish(fillResult{obj: obj, status: obj.Status})
+				e.fills.done(key, f)
+				return e.serveObject(w, r, obj, nil, e.status.hit, resHit, now)
+			}
+		}
 		resp := e.runFill(f, r, p, key, stale)
 		if resp != nil {
 			// Not shareable: the leader streams it alone, unless the client
