@@ -281,8 +281,15 @@ func TestReporterRunDeliversAndFlushesOnStop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
-	// The first snapshot goes out at once; stopping sends a last one.
-	for calls.get() < 1 {
+	// The first snapshot goes out at once; stopping sends a last one. (Wait
+	// for the first delivery: a snapshot still queued when the last one is
+	// taken merges with it, as reports of the same minute do.)
+	delivered := func() int {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return len(in.got)
+	}
+	for delivered() < 1 {
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
