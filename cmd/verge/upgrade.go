@@ -363,7 +363,10 @@ func (h *handover) upgrade(ctx context.Context, servers []server, drain func(), 
 			line, err := br.ReadString('\n')
 			switch {
 			case line == "release\n":
-				asks <- struct{}{}
+				select {
+				case asks <- struct{}{}:
+				default: // asked already
+				}
 				continue
 			case line == "ready\n":
 				ready <- nil
@@ -412,8 +415,8 @@ wait:
 		}
 		return err
 	}
-	cmd.Process.Release() // it outlives this process
 	log.Info("upgrade: new process is serving; draining", "pid", cmd.Process.Pid)
+	cmd.Process.Release() // it outlives this process
 	return nil
 }
 
