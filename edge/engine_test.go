@@ -475,21 +475,13 @@ func (b *lastReadBlocks) Close() error { return nil }
 func TestWholeBodyOnlyOnceStored(t *testing.T) {
 	body := &lastReadBlocks{body: []byte("0123456789"), waiting: make(chan struct{}), release: make(chan struct{})}
 	var upstream atomic.Int32
-	cfg := DefaultConfig()
-	cfg.Node.Name = "edge1"
-	prop := DefaultProperty()
-	prop.Name, prop.Hosts, prop.Origin = "site", []string{"127.0.0.1"}, "http://127.0.0.1:1"
-	cfg.Properties = []Property{prop}
-	e, err := New(cfg, Options{Now: newClock().Now, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+	e := engineWithUpstream(t, "127.0.0.1", func(r *http.Request) (*http.Response, error) {
 		if upstream.Add(1) > 1 {
 			return nil, errors.New("a second upstream request")
 		}
 		return &http.Response{StatusCode: 200, ContentLength: 10, Body: body, Request: r,
 			Header: http.Header{"Cache-Control": {"max-age=60"}, "Content-Length": {"10"}}}, nil
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	srv := httptest.NewServer(e)
 	defer srv.Close()
 	type got struct {
@@ -549,19 +541,11 @@ func TestTruncatedUpstreamIsNotStoredOrPassedAsWhole(t *testing.T) {
 // announced bytes.
 func TestLongerThanAnnouncedIsNotStored(t *testing.T) {
 	var upstream atomic.Int32
-	cfg := DefaultConfig()
-	cfg.Node.Name = "edge1"
-	prop := DefaultProperty()
-	prop.Name, prop.Hosts, prop.Origin = "site", []string{"127.0.0.1"}, "http://127.0.0.1:1"
-	cfg.Properties = []Property{prop}
-	e, err := New(cfg, Options{Now: newClock().Now, Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+	e := engineWithUpstream(t, "127.0.0.1", func(r *http.Request) (*http.Response, error) {
 		upstream.Add(1)
 		return &http.Response{StatusCode: 200, ContentLength: 5, Body: io.NopCloser(strings.NewReader("0123456789")), Request: r,
 			Header: http.Header{"Cache-Control": {"max-age=60"}, "Content-Length": {"5"}}}, nil
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	srv := httptest.NewServer(e)
 	defer srv.Close()
 	for i := 0; i < 2; i++ {

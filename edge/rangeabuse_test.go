@@ -28,12 +28,18 @@ var objectSizes = []int{0, 1, 100, 4096, 100_000}
 // rangeEngine is an engine whose upstream is in-process: GET /o/<size>/...
 // answers size bytes (cacheable); with ?chunked, without a Content-Length.
 func rangeEngine(t testing.TB) *Engine {
+	return engineWithUpstream(t, "www.example.test", objectUpstream)
+}
+
+// engineWithUpstream is an engine "edge1" serving host, whose upstream is
+// rt in-process.
+func engineWithUpstream(t testing.TB, host string, rt roundTripFunc) *Engine {
 	cfg := DefaultConfig()
 	cfg.Node.Name = "edge1"
 	prop := DefaultProperty()
-	prop.Name, prop.Hosts, prop.Origin = "site", []string{"www.example.test"}, "http://origin.test"
+	prop.Name, prop.Hosts, prop.Origin = "site", []string{host}, "http://origin.test"
 	cfg.Properties = []Property{prop}
-	e, err := New(cfg, Options{Transport: roundTripFunc(objectUpstream), Now: newClock().Now})
+	e, err := New(cfg, Options{Transport: rt, Now: newClock().Now})
 	if err != nil {
 		t.Fatal(err)
 	}

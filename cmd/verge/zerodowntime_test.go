@@ -123,6 +123,13 @@ func (lt *loadTarget) run(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// readPIDFile is the PID a process wrote to path (0 if none yet).
+func readPIDFile(path string) int {
+	b, _ := os.ReadFile(path)
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
 // pidAlive reports whether pid is a live process (a zombie is not).
 func pidAlive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -189,11 +196,7 @@ func TestZeroDowntimeReloadsAndUpgrades(t *testing.T) {
 	pidFile := filepath.Join(dir, "verge.pid")
 	p := startVerge(t, current, []string{envUpgradeBinary + "=" + current, envPIDFile + "=" + pidFile}, "edge", "-config", cfgPath)
 	httpAddr, httpsAddr, h3Addr := p.addr(t, "public"), p.addr(t, "https"), p.addr(t, "http3")
-	readPID := func() int {
-		b, _ := os.ReadFile(pidFile)
-		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return n
-	}
+	readPID := func() int { return readPIDFile(pidFile) }
 	waitUntil(t, "pid file", 30*time.Second, func() bool { return readPID() == p.cmd.Process.Pid })
 	// The last process is not this test's child: stop it by its PID.
 	t.Cleanup(func() {
@@ -370,11 +373,7 @@ func TestUpgradeHubAndOrigin(t *testing.T) {
 		pidFile := filepath.Join(dir, c.name+".pid")
 		p := startVerge(t, bin, []string{envPIDFile + "=" + pidFile}, c.args...)
 		addr := p.addr(t, "public")
-		readPID := func() int {
-			b, _ := os.ReadFile(pidFile)
-			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return n
-		}
+		readPID := func() int { return readPIDFile(pidFile) }
 		get := func() int {
 			req, _ := http.NewRequest("GET", "http://"+addr+"/obj", nil)
 			req.Host = "a.test"
@@ -478,11 +477,7 @@ properties: [{name: a, hosts: [a.test], origin: %q}]
 			}
 		}()
 	}
-	readPID := func() int {
-		b, _ := os.ReadFile(pidFile)
-		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		return n
-	}
+	readPID := func() int { return readPIDFile(pidFile) }
 	waitUntil(t, "pid file", 30*time.Second, func() bool { return readPID() == p.cmd.Process.Pid })
 	p.cmd.Process.Signal(syscall.SIGUSR2)
 	took := waitUntil(t, "new process", time.Minute, func() bool { n := readPID(); return n != 0 && n != p.cmd.Process.Pid })
